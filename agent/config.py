@@ -1,0 +1,278 @@
+"""Settings, providers and *the* model table.
+
+Precedence, lowest to highest: built-in defaults < TOML config file < environment < CLI flags.
+The API key is only ever read from the environment (or the config file) and is held as a
+``SecretStr``: it is never printed, logged, or written to session files.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+APP_NAME = "kimi-code"
+
+# Environment variable that points at another config file (tests, CI, several profiles).
+CONFIG_ENV = "KIMI_CODE_CONFIG"
+# Every setting can also be given as KIMI_CODE_<FIELD> (e.g. KIMI_CODE_MAX_OUTPUT_TOKENS).
+ENV_PREFIX = "KIMI_CODE_"
+API_KEY_ENVS = ("MOONSHOT_API_KEY", "KIMI_API_KEY")
+BASE_URL_ENVS = ("MOONSHOT_BASE_URL",)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the harness must know of a model: limits, thinking, prices (USD per million tokens)."""
+
+    name: str
+    context_window: int
+    max_output_tokens: int
+    thinks: bool
+    price_input: float
+    price_cached_input: float
+    price_output: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+        """Cost in USD of one call; cached tokens are part of ``prompt_tokens``."""
+        cached = min(cached_tokens, prompt_tokens)
+        fresh = prompt_tokens - cached
+        return (
+            fresh * self.price_input
+            + cached * self.price_cached_input
+            + completion_tokens * self.price_output
+        ) / 1_000_000
+
+
+# The one model table (source: ../shared/KIMI_API.md). Sampling parameters of these models are
+# fixed by the server and never sent.
+MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        ModelInfo("kimi-k2.6", 262_144, 65_536, True, 0.95, 0.16, 4.00),
+        ModelInfo("kimi-k2.5", 262_144, 65_536, True, 0.60, 0.10, 3.00),
+    )
+}
+DEFAULT_MODEL = "kimi-k2.6"
+
+
+def model_info(name: str) -> ModelInfo:
+    """The table entry for ``name``; unknown models (self-hosted names) get K2-like limits, no price."""
+    if name in MODELS:
+        return MODELS[name]
+    lowered = name.lower()
+    for known in MODELS.values():
+        # Provider-specific ids such as "moonshotai/kimi-k2.6" or "Kimi-K2.6".
+        if lowered.endswith(known.name) or lowered.endswith(known.name.replace(".", "p")):
+            return ModelInfo(name, known.context_window, known.max_output_tokens, known.thinks,
+                             known.price_input, known.price_cached_input, known.price_output)
+    return ModelInfo(name, 262_144, 32_768, True, 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """An OpenAI-compatible endpoint preset."""
+
+    name: str
+    base_url: str | None
+    key_envs: tuple[str, ...]
+    description: str
+    # Canonical model name -> the provider's id for it (absent: sent as given).
+    model_ids: tuple[tuple[str, str], ...] = ()
+    # True when the endpoint understands Kimi's `thinking: {"type": ...}` body field.
+    kimi_thinking_field: bool = True
+
+    def model_id(self, model: str) -> str:
+        return dict(self.model_ids).get(model, model)
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("moonshot", "https://api.moonshot.ai/v1", API_KEY_ENVS, "Moonshot AI (international)"),
+        Provider("moonshot-cn", "https://api.moonshot.cn/v1", API_KEY_ENVS, "Moonshot AI (China)"),
+        Provider(
+            "openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",) + API_KEY_ENVS,
+            "OpenRouter",
+            (("kimi-k2.6", "moonshotai/kimi-k2.6"), ("kimi-k2.5", "moonshotai/kimi-k2.5")),
+            kimi_thinking_field=False,
+        ),
+        Provider(
+            "together", "https://api.together.xyz/v1", ("TOGETHER_API_KEY",) + API_KEY_ENVS,
+            "Together AI",
+            (("kimi-k2.6", "moonshotai/Kimi-K2.6"), ("kimi-k2.5", "moonshotai/Kimi-K2.5")),
+            kimi_thinking_field=False,
+        ),
+        Provider(
+            "fireworks", "https://api.fireworks.ai/inference/v1", ("FIREWORKS_API_KEY",) + API_KEY_ENVS,
+            "Fireworks AI",
+            (("kimi-k2.6", "accounts/fireworks/models/kimi-k2p6"),
+             ("kimi-k2.5", "accounts/fireworks/models/kimi-k2p5")),
+            kimi_thinking_field=False,
+        ),
+        Provider(
+            "openai-compatible", None, ("OPENAI_API_KEY",) + API_KEY_ENVS,
+            "Any OpenAI-compatible endpoint (self-hosted vLLM / SGLang serving Kimi K2.x); needs --base-url",
+        ),
+    )
+}
+DEFAULT_PROVIDER = "moonshot"
+
+# A `docker pull`-able default; `kimi-code sandbox build` makes the richer kimi-code-sandbox image,
+# and sandbox/build-offline-image.sh makes one without any registry access.
+DEFAULT_IMAGE = "python:3.12-bookworm"
+
+
+def user_config_path() -> Path:
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "sessions"
+
+
+class Settings(BaseModel):
+    """Everything configurable. Field names are the config-file keys and the env suffixes."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    provider: str = Field(DEFAULT_PROVIDER, description="endpoint preset (see `kimi-code config providers`)")
+    model: str = Field(DEFAULT_MODEL, description="model name")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL; overrides the provider's")
+    api_key: SecretStr | None = Field(None, exclude=True, repr=False, description="API key (prefer the env)")
+    thinking: bool | None = Field(None, description="thinking mode; default: on for thinking models")
+    max_output_tokens: int = Field(32_768, ge=256, description="max_completion_tokens per request")
+    request_timeout: float = Field(600.0, gt=0, description="seconds before one model request times out")
+    retry_window: float = Field(1800.0, ge=0, description="seconds to keep retrying a failing model API")
+
+    sandbox: Literal["docker", "none"] = Field("docker", description="where commands run")
+    image: str = Field(DEFAULT_IMAGE, description="sandbox Docker image")
+    network: bool = Field(False, description="network inside the sandbox")
+    ca_bundle: Path | None = Field(None, description="host CA bundle to trust inside the sandbox")
+    memory: str = Field("4g", description="sandbox memory limit")
+    cpus: float = Field(2.0, gt=0, description="sandbox CPU limit")
+    pids_limit: int = Field(1024, ge=16, description="sandbox process-count limit")
+    command_timeout: float = Field(120.0, gt=0, description="default per-command timeout (s)")
+    keep_sandbox: bool = Field(False, description="keep the container after a normal end")
+
+    state_dir: Path = Field(default_factory=default_state_dir, description="where sessions are stored")
+    test_command: str | None = Field(None, description="command run_tests uses when none is given")
+    tool_output_tokens: int = Field(12_000, ge=500, description="token budget of one tool result")
+    compaction: bool = Field(True, description="summarize old history when the context fills up")
+    compaction_threshold: float = Field(0.8, gt=0.1, le=0.95, description="share of the window")
+    git_author: str | None = Field(None, description="'Name <email>' for --branch commits")
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        if v not in PROVIDERS:
+            raise ValueError(f"unknown provider {v!r}; known: {', '.join(PROVIDERS)}")
+        return v
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def provider_info(self) -> Provider:
+        return PROVIDERS[self.provider]
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return model_info(self.model)
+
+    @property
+    def wire_model(self) -> str:
+        """The model id as the endpoint knows it."""
+        return self.provider_info.model_id(self.model)
+
+    @property
+    def effective_base_url(self) -> str:
+        url = self.base_url or self.provider_info.base_url
+        if not url:
+            raise ConfigError(
+                f"provider {self.provider!r} needs a base URL: pass --base-url or set MOONSHOT_BASE_URL"
+            )
+        return url.rstrip("/")
+
+    @property
+    def thinking_enabled(self) -> bool:
+        return self.model_info.thinks if self.thinking is None else self.thinking
+
+    def require_api_key(self) -> str:
+        if self.api_key is None or not self.api_key.get_secret_value():
+            envs = " or ".join(self.provider_info.key_envs[:2])
+            raise ConfigError(f"no API key: set {envs}")
+        return self.api_key.get_secret_value()
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to print or store (no key)."""
+        data = self.model_dump(mode="json", exclude={"api_key"})
+        data["api_key"] = "set" if self.api_key else "not set"
+        return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value not in (None, ""):
+            out[name] = value
+    for env in BASE_URL_ENVS:
+        if environ.get(env) and "base_url" not in out:
+            out["base_url"] = environ[env]
+    return out
+
+
+def _api_key_from_env(provider: str, environ: dict[str, str]) -> str | None:
+    envs = PROVIDERS[provider].key_envs if provider in PROVIDERS else API_KEY_ENVS
+    for env in envs:
+        if environ.get(env):
+            return environ[env]
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    unknown = set(data) - set(Settings.model_fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
+    return data
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Settings:
+    """Merge defaults, the config file, the environment and CLI flags (``None`` flags are unset)."""
+    env = dict(os.environ if environ is None else environ)
+    path = config_path or user_config_path()
+    merged: dict[str, Any] = {}
+    merged.update(read_config_file(path))
+    merged.update(_env_overrides(env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    if not merged.get("api_key"):
+        key = _api_key_from_env(str(merged.get("provider", DEFAULT_PROVIDER)), env)
+        if key:
+            merged["api_key"] = key
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,60 @@
+"""Errors a user can hit, each with the exit code the CLI maps it to.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; only ``--debug``
+shows a traceback. Codes are documented in the README.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_AGENT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LIMIT = 3
+EXIT_MODEL_API = 4
+EXIT_SANDBOX = 5
+EXIT_INTERRUPTED = 130
+
+
+class KimiCodeError(Exception):
+    """Base of every error meant for the user rather than for a traceback."""
+
+    exit_code: int = EXIT_USAGE
+
+
+class ConfigError(KimiCodeError):
+    """Bad configuration or usage: a flag, a config file, a missing key."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelAPIError(KimiCodeError):
+    """The model API failed for good (not retryable, or retries exhausted)."""
+
+    exit_code = EXIT_MODEL_API
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.request_id = request_id
+        self.retryable = retryable
+
+
+class SandboxError(KimiCodeError):
+    """The sandbox could not be started or used (daemon down, image missing, ...)."""
+
+    exit_code = EXIT_SANDBOX
+
+
+class SessionError(KimiCodeError):
+    """A session cannot be found, loaded or continued."""
+
+    exit_code = EXIT_USAGE
