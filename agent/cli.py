@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config as config_mod
-from .errors import EXIT_INTERRUPTED, KimiCodeError
+from .errors import EXIT_INTERRUPTED, ConfigError, KimiCodeError
 
 app = typer.Typer(
     name="kimi-code",
@@ -77,6 +78,384 @@ def config_providers() -> None:
         models.add_row(m.name, f"{m.context_window:,}", f"{m.max_output_tokens:,}", "yes" if m.thinks else "no",
                        f"{m.price_input:.2f}", f"{m.price_cached_input:.2f}", f"{m.price_output:.2f}")
     console.print(models)
+
+
+
+# -- run / resume ------------------------------------------------------------------------------
+OutputOpt = typer.Option("text", "--output", "-o", help="text | json (one summary object) | stream-json (one event per line).")
+StateDirOpt = typer.Option(None, "--state-dir", help="Where sessions are stored (env KIMI_CODE_STATE_DIR).")
+
+
+def _parse_duration(text: Optional[str]) -> Optional[float]:
+    if text is None:
+        return None
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"invalid duration {text!r}: use e.g. 90s, 30m, 2h") from None
+
+
+def _check_output(output: str) -> str:
+    if output not in ("text", "json", "stream-json"):
+        raise ConfigError(f"--output must be text, json or stream-json, not {output!r}")
+    return output
+
+
+def _read_task(task: Optional[str], task_file: Optional[Path]) -> str:
+    if task and task_file:
+        raise ConfigError("give the task either as an argument or with -f, not both")
+    if task_file is not None:
+        try:
+            return task_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read task file {task_file}: {exc.strerror}") from None
+    if task:
+        return task
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    raise ConfigError('no task given: kimi-code run "what to do" (or -f FILE, or pipe it on stdin)')
+
+
+def _report(result: Any, output: str, state_dir_flag: Optional[Path]) -> None:
+    from .session import summary_json
+
+    outcome, summary = result.outcome, result.summary
+    if output == "json":
+        typer.echo(summary_json(summary))
+    elif output == "stream-json":
+        typer.echo(summary_json({"type": "summary", **summary}))
+    else:
+        t = summary["tokens"]
+        typer.echo(
+            f"{outcome.status}: {outcome.summary or '(no summary)'}\n"
+            f"session {result.session_id} · {summary['steps']} steps · ${summary['cost']:.4f} · "
+            f"{t['prompt']:,} in ({t['cached_share']:.0%} cached) / {t['completion']:,} out"
+        )
+        for key in ("branch", "patch"):
+            if key in summary:
+                typer.echo(f"{key}: {summary[key]}")
+    if outcome.status in ("interrupted", "limit", "api_error", "sandbox_error"):
+        cmd = f"kimi-code resume {result.session_id}"
+        if state_dir_flag:
+            cmd += f" --state-dir {state_dir_flag}"
+        err_console.print(f"resume with: {cmd}", highlight=False, markup=False)
+
+
+@app.command()
+def run(
+    task: Optional[str] = typer.Argument(None, help="What to do (or -f FILE, or stdin)."),
+    task_file: Optional[Path] = typer.Option(None, "-f", "--file", help="Read the task from a file."),
+    repo: Path = typer.Option(Path("."), "--repo", help="Repository to work in (default: current directory)."),
+    no_git: bool = typer.Option(False, "--no-git", help="Allow a directory that is not a git work tree."),
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    provider: Optional[str] = ProviderOpt,
+    thinking: Optional[bool] = typer.Option(None, "--thinking/--no-thinking", help="Kimi thinking mode."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many model turns."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="Stop when the session cost reaches this (USD)."),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop after this long (e.g. 90s, 30m, 2h)."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default) or none (runs on the host)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
+    network: Optional[bool] = typer.Option(None, "--network/--no-network", help="Network inside the sandbox (default off)."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle to trust inside the sandbox."),
+    keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox", help="Keep the container at the end."),
+    no_compaction: bool = typer.Option(False, "--no-compaction", help="Never summarize old history."),
+    output: str = OutputOpt,
+    state_dir: Optional[Path] = StateDirOpt,
+    branch: Optional[str] = typer.Option(None, "--branch", help="At the end, commit the result to this new branch."),
+    patch_out: Optional[Path] = typer.Option(None, "--patch-out", help="At the end, write the result as a unified diff."),
+    resume_if_exists: bool = typer.Option(False, "--resume-if-exists", help="Continue the unfinished session of the same task and repo, if any (CI retries)."),
+) -> None:
+    """Run the agent on a task until it finishes or a limit is reached."""
+    from .loop import Limits
+    from .session import RunOptions, find_workspace, resume as resume_session, session_key, start
+    from .store import SessionStore
+
+    output = _check_output(output)
+    flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
+             "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
+             "compaction": False if no_compaction else None}
+    settings = config_mod.load_settings(flags)
+    text = _read_task(task, task_file)
+    options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)), no_git=no_git,
+                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out)
+    if settings.sandbox == "none":
+        err_console.print("[yellow]warning:[/] --sandbox none: commands run directly on this machine, unconfined")
+    key = session_key(find_workspace(repo, no_git), text)
+    result = None
+    if resume_if_exists:
+        existing = [m for m in SessionStore(settings.state_dir).list() if m.key == key]
+        if existing:
+            err_console.print(f"resuming session {existing[0].id} (--resume-if-exists)", highlight=False)
+            result = resume_session(flags, existing[0].id, options, state_dir=settings.state_dir)
+    if result is None:
+        result = start(settings, text, repo, options, key=key)
+    _report(result, output, state_dir)
+    raise typer.Exit(result.outcome.exit_code)
+
+
+@app.command()
+def resume(
+    session_id: Optional[str] = typer.Argument(None, help="Session id (or a unique prefix)."),
+    last: bool = typer.Option(False, "--last", help="Resume the most recently updated session."),
+    continue_text: Optional[str] = typer.Option(None, "--continue", help="Add instructions (reopens a finished session)."),
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    provider: Optional[str] = ProviderOpt,
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0),
+    max_time: Optional[str] = typer.Option(None, "--max-time"),
+    image: Optional[str] = typer.Option(None, "--image"),
+    keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox"),
+    output: str = OutputOpt,
+    state_dir: Optional[Path] = StateDirOpt,
+    branch: Optional[str] = typer.Option(None, "--branch"),
+    patch_out: Optional[Path] = typer.Option(None, "--patch-out"),
+) -> None:
+    """Continue a stopped session exactly where it stopped."""
+    from .loop import Limits
+    from .session import RunOptions, resume as resume_session
+
+    output = _check_output(output)
+    if not session_id and not last:
+        raise ConfigError("give a session id or --last (see `kimi-code sessions`)")
+    flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir}
+    options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)),
+                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, continue_text=continue_text)
+    result = resume_session(flags, session_id, options, state_dir=state_dir)
+    if result.outcome.detail.get("already_finished"):
+        err_console.print(f"session {result.session_id} already finished; use --continue \"...\" to add instructions",
+                          highlight=False)
+    _report(result, output, state_dir)
+    raise typer.Exit(result.outcome.exit_code)
+
+
+# -- sessions ----------------------------------------------------------------------------------
+sessions_app = typer.Typer(help="List and prune sessions.", invoke_without_command=True)
+app.add_typer(sessions_app, name="sessions")
+
+
+def _store(state_dir: Optional[Path]) -> Any:
+    from .store import SessionStore
+
+    return SessionStore(state_dir or config_mod.load_settings({}).state_dir)
+
+
+@sessions_app.callback()
+def sessions_list(ctx: typer.Context, state_dir: Optional[Path] = StateDirOpt,
+                  as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+    """List sessions: id, repository, task, status, steps, cost, last update."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import datetime as dt
+    from dataclasses import asdict
+
+    metas = _store(state_dir).list()
+    if as_json:
+        for m in metas:
+            typer.echo(json.dumps(asdict(m)))
+        return
+    if not metas:
+        typer.echo("no sessions")
+        return
+    table = Table("id", "repository", "task", "status", "steps", "cost", "updated")
+    for m in metas:
+        updated = dt.datetime.fromtimestamp(m.updated).strftime("%Y-%m-%d %H:%M")
+        table.add_row(m.id, m.repo, m.task.splitlines()[0][:50] if m.task else "", m.status, str(m.steps),
+                      f"${m.cost:.4f}", updated)
+    Console().print(table)
+
+
+@sessions_app.command("prune")
+def sessions_prune(
+    state_dir: Optional[Path] = StateDirOpt,
+    older_than: float = typer.Option(7.0, "--older-than", help="Days since the last update."),
+    include_unfinished: bool = typer.Option(False, "--include-unfinished", help="Also remove interrupted sessions."),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+) -> None:
+    """Remove old sessions, their checkpoint refs and their sandbox containers."""
+    import time as _time
+
+    from .store import SessionStore
+
+    store: SessionStore = _store(state_dir)
+    cutoff = _time.time() - older_than * 86400
+    removed = 0
+    for m in store.list():
+        if m.updated > cutoff or (m.status not in ("finished", "failed") and not include_unfinished):
+            continue
+        typer.echo(f"{'would remove' if dry_run else 'removing'} {m.id} ({m.status}, {m.repo})")
+        if dry_run:
+            continue
+        try:
+            from .checkpoints import Checkpointer
+
+            Checkpointer(Path(m.repo), m.id).prune()
+        except Exception as exc:  # noqa: BLE001 - the repository may be gone
+            err_console.print(f"  refs of {m.id} not pruned: {exc}", highlight=False)
+        try:
+            from kimi_code.sandbox.manage import remove_session_containers
+
+            remove_session_containers(m.id)
+        except Exception as exc:  # noqa: BLE001 - docker may be unavailable
+            err_console.print(f"  container of {m.id} not removed: {exc}", highlight=False)
+        store.delete(m.id)
+        removed += 1
+    typer.echo(f"{removed} session(s) removed")
+
+
+@app.command()
+def show(
+    session_id: Optional[str] = typer.Argument(None, help="Session id (default: the last one)."),
+    state_dir: Optional[Path] = StateDirOpt,
+    reasoning: bool = typer.Option(False, "--reasoning", help="Include the model's reasoning."),
+) -> None:
+    """Print a readable transcript of a session."""
+    from .transcript import render_transcript
+
+    store = _store(state_dir)
+    session = store.open(session_id) if session_id else store.last()
+    typer.echo(render_transcript(session.log.load(), reasoning=reasoning))
+
+
+# -- doctor ------------------------------------------------------------------------------------
+@app.command()
+def doctor(
+    model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, provider: Optional[str] = ProviderOpt,
+    image: Optional[str] = typer.Option(None, "--image"),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox"),
+) -> None:
+    """Check config, API key, endpoint, Docker and the sandbox image; exit 1 if something required is missing."""
+    rows: list[tuple[str, bool, str, bool]] = []  # check, ok, detail, required
+    path = config_mod.user_config_path()
+    settings = None
+    try:
+        settings = config_mod.load_settings({"model": model, "base_url": base_url, "provider": provider,
+                                             "image": image, "sandbox": sandbox})
+        rows.append(("config", True, f"{path} ({'found' if path.exists() else 'not present, defaults used'})", True))
+    except KimiCodeError as exc:
+        rows.append(("config", False, str(exc), True))
+    if settings is not None:
+        has_key = settings.api_key is not None
+        envs = " or ".join(settings.provider_info.key_envs[:2])
+        rows.append(("API key", has_key, "set" if has_key else f"missing: set {envs}", True))
+        try:
+            url = settings.effective_base_url
+            if has_key:
+                from .client import ModelClient
+
+                detail = ModelClient(settings.model_copy(update={"retry_window": 0.0})).ping()
+                rows.append(("endpoint", True, f"{url}: {detail}", True))
+            else:
+                rows.append(("endpoint", False, f"{url}: not checked without a key", True))
+        except KimiCodeError as exc:
+            rows.append(("endpoint", False, str(exc), True))
+        need_docker = settings.sandbox == "docker"
+        try:
+            from kimi_code.sandbox.images import check_docker, image_status
+
+            rows.append(("docker", True, check_docker(), need_docker))
+            ok, detail = image_status(settings.image)
+            rows.append(("sandbox image", ok, detail, need_docker))
+        except KimiCodeError as exc:
+            rows.append(("docker", False, str(exc), need_docker))
+        import shutil
+
+        rows.append(("git", shutil.which("git") is not None, shutil.which("git") or "git not found on PATH", True))
+    table = Table("check", "status", "detail")
+    failed = False
+    for name, ok, detail, required in rows:
+        status = "[green]OK[/]" if ok else ("[red]FAIL[/]" if required else "[yellow]WARN[/]")
+        failed = failed or (not ok and required)
+        table.add_row(name, status, detail)
+    Console().print(table)
+    raise typer.Exit(1 if failed else 0)
+
+
+# -- checkpoints: diff / rewind ----------------------------------------------------------------
+def _load_session(session_id: Optional[str], state_dir: Optional[Path]) -> tuple[Any, Any]:
+    from .state import SessionState
+
+    store = _store(state_dir)
+    session = store.open(session_id) if session_id else store.last()
+    return session, SessionState.fold(session.log.load())
+
+
+def _commit_at(state: Any, step: int) -> str:
+    candidates = [s for s in state.checkpoints if s <= step]
+    if not candidates:
+        raise ConfigError(f"no checkpoint at or before step {step}")
+    return state.checkpoints[max(candidates)]
+
+
+@app.command()
+def diff(
+    session_id: Optional[str] = typer.Argument(None, help="Session id (default: the last one)."),
+    step: Optional[int] = typer.Option(None, "--step", help="Only what this step changed."),
+    state_dir: Optional[Path] = StateDirOpt,
+) -> None:
+    """Show the session's changes to the workspace (or one step's)."""
+    from .checkpoints import Checkpointer
+
+    session, state = _load_session(session_id, state_dir)
+    if state.base_commit is None:
+        raise ConfigError(f"session {session.id} has no checkpoints (not a git repository, or no step yet)")
+    cp = Checkpointer(Path(state.repo), session.id)
+    if step is None:
+        text = cp.diff(state.base_commit, state.last_checkpoint)
+    else:
+        if step not in state.checkpoints:
+            typer.echo(f"step {step} changed nothing in the workspace")
+            return
+        before = _commit_at(state, step - 1)
+        text = cp.diff(before, state.checkpoints[step])
+    typer.echo(text, nl=False)
+
+
+@app.command()
+def rewind(
+    session_id: str = typer.Argument(..., help="Session id."),
+    to: int = typer.Option(..., "--to", help="Put the workspace back to its state after this step."),
+    force: bool = typer.Option(False, "--force", help="Even if the workspace was changed outside the agent."),
+    state_dir: Optional[Path] = StateDirOpt,
+) -> None:
+    """Rewind the workspace and the conversation to the end of a step; resume continues from there."""
+    from . import events as ev
+    from . import prompts
+    from .checkpoints import Checkpointer
+    from .events import Event
+    from .tokens import count_message
+
+    session, state = _load_session(session_id, state_dir)
+    if state.base_commit is None:
+        raise ConfigError(f"session {session.id} has no checkpoints to rewind to")
+    if to < 0 or to > state.step:
+        raise ConfigError(f"--to must be between 0 and {state.step}")
+    session.lock()
+    try:
+        target = _commit_at(state, to)
+        cp = Checkpointer(Path(state.repo), session.id)
+        changed = cp.restore(target, force=force, expected=state.last_checkpoint)
+        session.log.load()
+        session.log.append(Event(type=ev.REWIND, payload={"to_step": to, "commit": target, "restored": changed},
+                                 step=to))
+        session.log.append(Event(type=ev.CHECKPOINT, payload={"commit": target, "changed": changed, "skipped": []},
+                                 step=to))
+        message = {"role": "user", "content": prompts.rewind_notice(to)}
+        session.log.append(Event(type=ev.USER_MESSAGE, payload={"message": message, "kind": "notice",
+                                                                "tokens": count_message(message)}, step=to))
+        meta = session.read_meta()
+        meta.status = "interrupted"
+        meta.steps = to
+        session.write_meta(meta)
+    finally:
+        session.close()
+    typer.echo(f"workspace rewound to step {to} ({len(changed)} file(s) restored); "
+               f"continue with: kimi-code resume {session.id}")
 
 
 def main(argv: list[str] | None = None) -> None:

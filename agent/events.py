@@ -1,0 +1,66 @@
+"""Session events: the typed, versioned records of everything that happens.
+
+The session log (``events.jsonl``) is the single source of truth; the live state is a fold over
+these events (see ``state.py``). Readers must keep accepting every older ``v``: sessions outlive
+upgrades.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+
+# Event types. Payload keys are documented beside each; all payloads are plain JSON.
+SESSION_STARTED: Final = "session_started"  # task, repo, workspace, model, provider, base_url, system_prompt, tools, settings
+USER_MESSAGE: Final = "user_message"  # message (ready-to-send dict), kind: task|continue|notice|attachment
+ASSISTANT: Final = "assistant"  # message, usage, cost, finish_reason, request_id, duration
+TOOL_STARTED: Final = "tool_started"  # call_id, name, index
+TOOL_RESULT: Final = "tool_result"  # call_id, name, content, is_error, metadata, interrupted
+TODO: Final = "todo"  # items
+COMPACTION: Final = "compaction"  # summary, keep_from (message index kept verbatim), tokens_before, tokens_after
+CHECKPOINT: Final = "checkpoint"  # commit, changed, skipped
+REWIND: Final = "rewind"  # to_step, commit
+SANDBOX: Final = "sandbox"  # action: started|reattached|restarted|lost, container, image
+API_RETRY: Final = "api_retry"  # attempt, wait, reason, status, request_id
+LIMIT: Final = "limit"  # kind: steps|cost|time, value, limit
+INTERRUPTED: Final = "interrupted"  # reason
+RESUMED: Final = "resumed"  # pid, in_flight
+FINISHED: Final = "finished"  # status: success|failure, summary, reason: finish_tool|no_tool_calls
+
+ALL_TYPES: Final = frozenset(
+    {SESSION_STARTED, USER_MESSAGE, ASSISTANT, TOOL_STARTED, TOOL_RESULT, TODO, COMPACTION, CHECKPOINT,
+     REWIND, SANDBOX, API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED}
+)
+
+
+@dataclass
+class Event:
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    seq: int = 0  # position in the log, assigned by the store
+    time: float = field(default_factory=time.time)
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"v": self.v, "seq": self.seq, "type": self.type, "step": self.step, "time": round(self.time, 3),
+             "payload": self.payload},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        return cls(
+            type=data["type"],
+            payload=data.get("payload") or {},
+            step=int(data.get("step", 0)),
+            seq=int(data.get("seq", 0)),
+            time=float(data.get("time", 0.0)),
+            v=int(data.get("v", 1)),
+        )

@@ -1,0 +1,401 @@
+"""The autonomous loop: ask the model, record, run tools, record, checkpoint, repeat.
+
+Every state change goes through ``record``: append the event to the log (fsynced), then apply it
+to the state, then show it. So at any instant the log on disk is a prefix of what happened, and a
+resumed session (load + fold + ``run``) continues exactly where this one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import context as ctxmod
+from . import events as ev
+from . import prompts
+from .client import AssistantTurn, ContextOverflowError, ModelClient, RetryNotice
+from .config import Settings
+from .errors import (
+    EXIT_AGENT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_LIMIT,
+    EXIT_MODEL_API,
+    EXIT_OK,
+    EXIT_SANDBOX,
+    ModelAPIError,
+    SandboxError,
+)
+from .events import Event
+from .state import INTERRUPTED_RESULT, PendingCall, SessionState
+from .store import SessionDir
+from .tokens import count_message
+
+log = logging.getLogger(__name__)
+
+# Loop guard: the same call repeated this many times in a row gets a reminder; STOP_REPEATS stops.
+REMIND_REPEATS = (3, 5, 8)
+STOP_REPEATS = 12
+
+
+@dataclass
+class Limits:
+    max_steps: int | None = None
+    max_cost: float | None = None  # USD, whole session
+    max_time: float | None = None  # seconds, this invocation
+
+
+@dataclass
+class Outcome:
+    status: str  # success | failure | limit | interrupted | api_error | sandbox_error
+    exit_code: int
+    summary: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    """Raised inside the loop when the user asked to stop."""
+
+
+class AgentLoop:
+    """One session's loop. Many can live in one process (no globals): sub-agents will need that."""
+
+    def __init__(
+        self,
+        *,
+        session: SessionDir,
+        state: SessionState,
+        settings: Settings,
+        client: ModelClient,
+        registry: Any,
+        tool_context: Any,
+        view: Any,
+        limits: Limits | None = None,
+        checkpointer: Any = None,
+        workspace: Path,
+    ) -> None:
+        self.session = session
+        self.state = state
+        self.settings = settings
+        self.client = client
+        self.registry = registry
+        self.tool_ctx = tool_context
+        self.view = view
+        self.limits = limits or Limits()
+        self.checkpointer = checkpointer
+        self.workspace = workspace
+        self._interrupts = 0
+        self._phase = "idle"
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._repeat: tuple[str, str] | None = None
+        self._repeat_count = 0
+        # Messages to append once in-flight calls are resolved (resume notices, --continue).
+        self.pending_notices: list[str | tuple[str, str]] = []
+
+    # -- recording -------------------------------------------------------------------------
+    def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
+        with self._lock:
+            event = Event(type=type_, payload=payload, step=self.state.step if step is None else step)
+            self.session.log.append(event)
+            self.state.apply(event)
+        try:
+            self.view.on_event(event, self.state)
+        except Exception:  # noqa: BLE001 - a display problem must never break the session
+            log.exception("view failed on %s", type_)
+        return event
+
+    def update_meta(self) -> None:
+        try:
+            meta = self.session.read_meta()
+        except Exception:  # noqa: BLE001
+            return
+        t = self.state.totals
+        meta.status = {"running": "running", "finished": "finished"}.get(self.state.status, self.state.status)
+        if self.state.finished and self.state.finish and self.state.finish.get("status") == "failure":
+            meta.status = "failed"
+        meta.steps = self.state.step
+        meta.cost = round(t.cost, 6)
+        meta.prompt_tokens, meta.cached_tokens, meta.completion_tokens = t.prompt_tokens, t.cached_tokens, t.completion_tokens
+        self.session.write_meta(meta)
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts >= 2 or self._phase in ("model", "idle"):
+            raise KeyboardInterrupt
+        self.view.notice("stopping after the running tool (Ctrl-C again to stop now)")
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        installed = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if installed else None
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            self._record_interrupt("interrupted by the user")
+            return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
+        finally:
+            if installed:
+                signal.signal(signal.SIGINT, previous)
+            self.update_meta()
+
+    def _record_interrupt(self, reason: str) -> None:
+        try:
+            self.record(ev.INTERRUPTED, {"reason": reason})
+        except Exception:  # noqa: BLE001 - the log stays consistent even if this one is lost
+            log.exception("could not record the interruption")
+
+    def _run(self) -> Outcome:
+        self._resolve_in_flight()
+        for notice in self.pending_notices:
+            kind, text = notice if isinstance(notice, tuple) else ("notice", notice)
+            self._user_notice(text, kind=kind)
+        self.pending_notices = []
+        while True:
+            if self.state.finished:
+                return self._finished_outcome()
+            if self._interrupts:
+                self._record_interrupt("interrupted by the user")
+                return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
+            limit = self._check_limits()
+            if limit is not None:
+                return limit
+            try:
+                turn = self._ask_model()
+            except ModelAPIError as exc:
+                self._record_interrupt(f"model API failure: {exc}")
+                return Outcome("api_error", EXIT_MODEL_API, str(exc))
+            step = self.state.step + 1
+            self.record(ev.ASSISTANT, self._assistant_payload(turn), step=step)
+            if not self.state.pending:
+                self._no_tool_calls(turn)
+                continue
+            try:
+                self._run_calls(list(self.state.pending))
+            except SandboxError as exc:
+                self._record_interrupt(f"sandbox failure: {exc}")
+                return Outcome("sandbox_error", EXIT_SANDBOX, str(exc))
+            self._end_of_step()
+
+    def _finished_outcome(self) -> Outcome:
+        finish = self.state.finish or {}
+        status = finish.get("status", "success")
+        return Outcome(status, EXIT_OK if status == "success" else EXIT_AGENT_FAILURE, finish.get("summary", ""))
+
+    def _check_limits(self) -> Outcome | None:
+        checks = [
+            ("steps", self.limits.max_steps, self.state.step),
+            ("cost", self.limits.max_cost, self.state.totals.cost),
+            ("time", self.limits.max_time, time.monotonic() - self._started),
+        ]
+        for kind, limit, value in checks:
+            if limit is not None and value >= limit:
+                text = prompts.limit_text(kind, round(value, 4), limit)
+                self.record(ev.LIMIT, {"kind": kind, "value": value, "limit": limit})
+                return Outcome("limit", EXIT_LIMIT, text, {"kind": kind})
+        return None
+
+    # -- model -----------------------------------------------------------------------------
+    def _ask_model(self) -> AssistantTurn:
+        info = self.settings.model_info
+        max_out = min(self.settings.max_output_tokens, info.max_output_tokens)
+        if self.settings.compaction and ctxmod.needs_compaction(
+            self.state.context_tokens, info.context_window, max_out, self.settings.compaction_threshold
+        ):
+            self.compact()
+        self._phase = "model"
+        try:
+            try:
+                return self._complete(self.state.request_messages(), max_out)
+            except ContextOverflowError:
+                if not self.settings.compaction:
+                    raise
+                self.compact(force=True)
+                return self._complete(self.state.request_messages(), max_out)
+        finally:
+            self._phase = "idle"
+
+    def _complete(self, messages: list[dict[str, Any]], max_out: int, tools: bool = True) -> AssistantTurn:
+        return self.client.complete(
+            messages,
+            self.state.tools if tools else None,
+            session_id=self.state.session_id,
+            input_tokens=self.state.context_tokens if tools else None,
+            max_output_tokens=max_out,
+            on_delta=getattr(self.view, "on_delta", None),
+        )
+
+    def on_retry(self, notice: RetryNotice) -> None:
+        """Given to the client: each retry is shown and logged."""
+        self.record(ev.API_RETRY, {"attempt": notice.attempt, "wait": round(notice.wait, 2),
+                                   "reason": notice.reason, "status": notice.status,
+                                   "request_id": notice.request_id})
+
+    def _assistant_payload(self, turn: AssistantTurn) -> dict[str, Any]:
+        message = turn.to_message()
+        if message.get("tool_calls") and self.settings.thinking_enabled and not message.get("reasoning_content"):
+            # Kimi rejects a thinking-mode tool-call message without reasoning_content.
+            message["reasoning_content"] = " "
+        usage = {"prompt_tokens": turn.usage.prompt_tokens, "completion_tokens": turn.usage.completion_tokens,
+                 "cached_tokens": turn.usage.cached_tokens}
+        info = self.settings.model_info
+        saved = turn.usage.cached_tokens * (info.price_input - info.price_cached_input) / 1_000_000
+        return {"message": message, "usage": usage, "cost": turn.cost, "cost_saved": saved,
+                "finish_reason": turn.finish_reason, "request_id": turn.request_id,
+                "tokens": count_message(message)}
+
+    def _no_tool_calls(self, turn: AssistantTurn) -> None:
+        if turn.finish_reason == "length":
+            self._user_notice("[kimi-code] Your last reply was cut off at the output limit. Continue; keep "
+                              "replies shorter and call tools.", kind="notice")
+            return
+        self.record(ev.FINISHED, {"status": "success", "summary": turn.content.strip(), "reason": "no_tool_calls"})
+
+    def _user_notice(self, text: str, kind: str = "notice") -> None:
+        message = {"role": "user", "content": text}
+        self.record(ev.USER_MESSAGE, {"message": message, "kind": kind, "tokens": count_message(message)})
+
+    # -- tools -----------------------------------------------------------------------------
+    def _resolve_in_flight(self) -> None:
+        """Resume: answer calls that started but left no result; run those that never started."""
+        pending = list(self.state.pending)
+        if not pending:
+            self._maybe_finish()
+            return
+        rerun: list[PendingCall] = []
+        for call in pending:
+            if call.started and not self.registry.is_read_only(call.name, call.arguments):
+                message_meta = {"interrupted": True}
+                self.record(ev.TOOL_RESULT, {"call_id": call.call_id, "name": call.name, "content": INTERRUPTED_RESULT,
+                                             "is_error": True, "metadata": message_meta, "interrupted": True})
+            else:
+                rerun.append(call)
+        if rerun:
+            self._run_calls(rerun)
+        self._end_of_step()
+
+    def _run_calls(self, calls: list[PendingCall]) -> None:
+        self._phase = "tools"
+        attachments: list[dict[str, Any]] = []
+        stop_requested = [False]
+
+        def on_start(i: int) -> None:
+            if self._interrupts and not stop_requested[0]:
+                stop_requested[0] = True
+            if stop_requested[0]:
+                raise Interrupted()
+            call = calls[i]
+            self.record(ev.TOOL_STARTED, {"call_id": call.call_id, "name": call.name, "index": call.index,
+                                          "arguments": call.arguments})
+
+        def on_result(i: int, result: Any) -> None:
+            call = calls[i]
+            text, budget_meta = ctxmod.budget_tool_output(
+                result.text, self.settings.tool_output_tokens, workspace=self.workspace,
+                session_id=self.state.session_id, call_id=call.call_id,
+            )
+            metadata = dict(result.metadata or {})
+            metadata.update(budget_meta)
+            message = {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": text}
+            self.record(ev.TOOL_RESULT, {"call_id": call.call_id, "name": call.name, "content": text,
+                                         "is_error": bool(result.is_error), "metadata": metadata,
+                                         "tokens": count_message(message)})
+            attachments.extend(result.attachments or ())
+
+        try:
+            self.registry.run_calls([(c.name, c.arguments) for c in calls], self.tool_ctx,
+                                    on_start=on_start, on_result=on_result)
+        except Interrupted:
+            pass
+        finally:
+            self._phase = "idle"
+        if attachments:
+            content = [{"type": "text", "text": "[kimi-code] Images attached by view_image:"}, *attachments]
+            message = {"role": "user", "content": content}
+            self.record(ev.USER_MESSAGE, {"message": message, "kind": "attachment", "tokens": count_message(message)})
+        self._loop_guard(calls)
+
+    def _loop_guard(self, calls: list[PendingCall]) -> None:
+        key = tuple((c.name, c.arguments) for c in calls)
+        if self._repeat == key:
+            self._repeat_count += 1
+        else:
+            self._repeat, self._repeat_count = key, 1  # type: ignore[assignment]
+        if self._repeat_count >= STOP_REPEATS:
+            self.record(ev.FINISHED, {"status": "failure", "reason": "loop_guard",
+                                      "summary": f"stopped: the same tool call was repeated {self._repeat_count} times"})
+        elif self._repeat_count in REMIND_REPEATS:
+            self._user_notice(f"[kimi-code] You have made the same tool call {self._repeat_count} times in a row "
+                              "with the same result. Step back and try a different approach.")
+
+    def _end_of_step(self) -> None:
+        if self.checkpointer is not None and not self.state.pending:
+            try:
+                cp = self.checkpointer.snapshot(self.state.step)
+            except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
+                log.warning("checkpoint failed: %s", exc)
+                self.view.notice(f"checkpoint failed: {exc}")
+                cp = None
+            if cp is not None:
+                self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
+        self._maybe_finish()
+        self.update_meta()
+
+    def _maybe_finish(self) -> None:
+        """Record FINISHED once the step that called finish is complete (also after a crash)."""
+        finish = self.state.pending_finish
+        if self.state.finished or self.state.pending or finish is None:
+            return
+        self.record(ev.FINISHED, {"status": finish.get("status", "success"), "summary": finish.get("summary", ""),
+                                  "reason": "finish_tool"})
+
+    # -- compaction ------------------------------------------------------------------------
+    def compact(self, force: bool = False) -> bool:
+        """Summarize older history; recorded as one event so a resume rebuilds the same context."""
+        state = self.state
+        info = self.settings.model_info
+        max_out = min(self.settings.max_output_tokens, info.max_output_tokens)
+        threshold = ctxmod.threshold_tokens(info.context_window, max_out, self.settings.compaction_threshold)
+        head_count = 1 if state.messages and state.messages[0].get("role") == "user" else 0
+        recent_budget = int(threshold * ctxmod.RECENT_SHARE)
+        plan = None
+        for attempt in range(4):
+            plan = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget, head_count)
+            if plan is not None:
+                break
+            recent_budget //= 2
+        if plan is None:
+            if force:
+                raise ModelAPIError("the context is full and nothing can be compacted (one message is too large)")
+            return False
+        self.view.notice(f"compacting context ({state.context_tokens:,} tokens)")
+        task = state.messages[0] if head_count else {"role": "user", "content": prompts.task_message(state.task)}
+        summary_budget = info.context_window - ctxmod.SUMMARY_MAX_TOKENS - 4_096
+        request = ctxmod.summary_request(state.system_prompt, task, plan.to_summarize, summary_budget)
+        self._phase = "model"
+        try:
+            turn = self.client.complete(request, None, session_id=state.session_id,
+                                        max_output_tokens=ctxmod.SUMMARY_MAX_TOKENS)
+        finally:
+            self._phase = "idle"
+        summary = turn.content.strip() or "(the summary call returned no text)"
+        head = [task, ctxmod.summary_message(summary, state.todo)]
+        before = state.context_tokens
+        usage = {"prompt_tokens": turn.usage.prompt_tokens, "completion_tokens": turn.usage.completion_tokens,
+                 "cached_tokens": turn.usage.cached_tokens}
+        self.record(ev.COMPACTION, {"keep_from": plan.keep_from, "head": head, "summary": summary,
+                                    "summarized_messages": len(plan.to_summarize), "tokens_before": before,
+                                    "usage": usage, "cost": turn.cost})
+        # A compaction must end below the threshold; if the recent part alone is too big, drop more.
+        if state.context_tokens > threshold and len(state.messages) > 3:
+            plan2 = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget // 4, 2)
+            keep_from = plan2.keep_from if plan2 else len(state.messages)
+            self.record(ev.COMPACTION, {"keep_from": keep_from, "head": state.messages[:2], "summary": summary,
+                                        "summarized_messages": 0, "tokens_before": state.context_tokens,
+                                        "mechanical": True})
+        return True

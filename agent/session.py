@@ -1,0 +1,308 @@
+"""Starting and resuming sessions: builds the client, sandbox, tools and loop, and ends cleanly.
+
+``start`` and ``resume`` share everything after the state exists, so a resumed session is the
+same object graph as a fresh one: load + fold + continue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from . import prompts
+from .client import ModelClient
+from .config import Settings, load_settings
+from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
+from .loop import AgentLoop, Limits, Outcome
+from .state import SessionState
+from .store import SessionDir, SessionMeta, SessionStore, new_session_id
+from .tokens import count_message, count_text, count_tools
+
+log = logging.getLogger(__name__)
+
+# Settings a resumed session keeps from its first run unless a flag overrides them.
+STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "memory", "cpus",
+                   "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
+                   "max_output_tokens", "test_command")
+
+
+@dataclass
+class RunOptions:
+    output: str = "text"  # text | json | stream-json
+    limits: Limits = field(default_factory=Limits)
+    no_git: bool = False
+    keep_sandbox: bool | None = None
+    branch: str | None = None
+    patch_out: Path | None = None
+    continue_text: str | None = None
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    session_id: str
+    state: SessionState
+    summary: dict[str, Any]
+
+
+def find_workspace(repo: Path, no_git: bool) -> Path:
+    repo = repo.expanduser().resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"--repo {repo} is not a directory")
+    if no_git:
+        return repo
+    import git
+
+    try:
+        r = git.Repo(repo, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise ConfigError(f"{repo} is not inside a git work tree (use --no-git to run anyway)") from None
+    if r.bare or not r.working_tree_dir:
+        raise ConfigError(f"{repo} is a bare repository")
+    return Path(r.working_tree_dir).resolve()
+
+
+def session_key(workspace: Path, task: str) -> str:
+    return hashlib.sha256(f"{workspace}\0{task.strip()}".encode()).hexdigest()[:16]
+
+
+class Runner:
+    """Wires one session's objects together."""
+
+    def __init__(self, settings: Settings, session: SessionDir, state: SessionState, workspace: Path,
+                 options: RunOptions) -> None:
+        self.settings = settings
+        self.session = session
+        self.state = state
+        self.workspace = workspace
+        self.options = options
+        from .view import make_view
+
+        self.view = make_view(options.output, session.id)
+        self.sandbox: Any = None
+        self.loop: AgentLoop | None = None
+
+    def build(self, registry: Any, checkpointer: Any) -> AgentLoop:
+        from kimi_code.tools.registry import ToolContext
+
+        client_holder: dict[str, AgentLoop] = {}
+
+        def on_retry(notice: Any) -> None:
+            if "loop" in client_holder:
+                client_holder["loop"].on_retry(notice)
+
+        client = ModelClient(self.settings, on_retry=on_retry)
+        tool_ctx = ToolContext(workspace=self.workspace, sandbox=self.sandbox,
+                               command_timeout=self.settings.command_timeout,
+                               test_command=self.settings.test_command, todo=self.state.todo)
+        loop = AgentLoop(session=self.session, state=self.state, settings=self.settings, client=client,
+                         registry=registry, tool_context=tool_ctx, view=self.view, limits=self.options.limits,
+                         checkpointer=checkpointer, workspace=self.workspace)
+        client_holder["loop"] = loop
+        self.loop = loop
+        return loop
+
+
+def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Any:
+    from kimi_code.sandbox.factory import make_sandbox
+
+    return make_sandbox(settings, session_id, workspace)
+
+
+def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Any:
+    if no_git:
+        return None
+    from .checkpoints import Checkpointer
+
+    return Checkpointer(workspace, session_id)
+
+
+def _registry() -> Any:
+    from kimi_code.tools.builtin import default_registry
+
+    return default_registry()
+
+
+def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key: str | None = None) -> RunResult:
+    """Create a session for ``task`` in ``repo`` and run it."""
+    task = task.strip()
+    if not task:
+        raise ConfigError("the task is empty")
+    workspace = find_workspace(repo, options.no_git)
+    settings.require_api_key()
+    settings.effective_base_url  # noqa: B018 - fail early on a provider without a URL
+    store = SessionStore(settings.state_dir)
+    session_id = new_session_id()
+    session = store.create(SessionMeta(id=session_id, repo=str(workspace), task=task[:500], model=settings.model,
+                                       key=key))
+    session.lock()
+    state = SessionState()
+    runner = Runner(settings, session, state, workspace, options)
+    registry = _registry()
+    try:
+        runner.sandbox = _make_sandbox(settings, session_id, workspace)
+        info = runner.sandbox.start()
+        checkpointer = _make_checkpointer(workspace, session_id, options.no_git)
+        loop = runner.build(registry, checkpointer)
+        system_prompt = prompts.build_system_prompt(
+            workspace=info.workspace,
+            sandbox=("a Docker container (" + (info.image or "") + ")") if info.backend == "docker"
+            else "the host machine (no sandbox)",
+            os_release=info.os_release, network=settings.network, repo=workspace,
+        )
+        tools = registry.schemas()
+        loop.record(ev.SESSION_STARTED, {
+            "session_id": session_id, "task": task, "repo": str(workspace), "workspace": info.workspace,
+            "model": settings.model, "provider": settings.provider, "base_url": settings.effective_base_url,
+            "system_prompt": system_prompt, "tools": tools, "settings": _sticky(settings),
+            "fixed_tokens": count_text(system_prompt) + count_tools(tools), "pid": os.getpid(),
+        }, step=0)
+        loop.record(ev.SANDBOX, {"action": "started", **_sandbox_payload(info)}, step=0)
+        message = {"role": "user", "content": prompts.task_message(task)}
+        loop.record(ev.USER_MESSAGE, {"message": message, "kind": "task", "tokens": count_message(message)}, step=0)
+        if checkpointer is not None:
+            base = checkpointer.base()
+            loop.record(ev.CHECKPOINT, {"commit": base.commit, "changed": [], "skipped": base.skipped, "base": True},
+                        step=0)
+        outcome = loop.run()
+        return _finish(runner, outcome, checkpointer)
+    finally:
+        runner.view.close()
+        session.close()
+
+
+def resume(settings_flags: dict[str, Any], session_ref: str | None, options: RunOptions,
+           *, state_dir: Path | None = None) -> RunResult:
+    """Continue a stopped session exactly where it stopped."""
+    base_settings = load_settings({k: v for k, v in settings_flags.items() if k == "state_dir" and v})
+    store = SessionStore(state_dir or base_settings.state_dir)
+    session = store.last() if not session_ref else store.open(session_ref)
+    session.lock()
+    try:
+        events = session.log.load()
+        if not events or events[0].type != ev.SESSION_STARTED:
+            raise SessionError(f"session {session.id} has no start event: nothing to resume")
+        state = SessionState.fold(events)
+        recorded = {k: v for k, v in state.settings.items() if k in STICKY_SETTINGS}
+        settings = load_settings({**recorded, **{k: v for k, v in settings_flags.items() if v is not None}})
+        workspace = Path(state.repo)
+        if not workspace.is_dir():
+            raise SessionError(f"the session's repository {workspace} no longer exists")
+        if state.finished and not options.continue_text:
+            meta_outcome = Outcome("success" if (state.finish or {}).get("status") == "success" else "failure",
+                                   EXIT_OK if (state.finish or {}).get("status") == "success" else 1,
+                                   (state.finish or {}).get("summary", ""), {"already_finished": True})
+            return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
+        settings.require_api_key()
+        runner = Runner(settings, session, state, workspace, options)
+        try:
+            runner.sandbox = _make_sandbox(settings, session.id, workspace)
+            notices: list[str] = []
+            if runner.sandbox.reattach():
+                action = "reattached"
+            else:
+                runner.sandbox.start()
+                action = "restarted" if settings.sandbox == "docker" else "started"
+                if settings.sandbox == "docker":
+                    notices.append(prompts.SANDBOX_LOST_NOTICE)
+            checkpointer = _make_checkpointer(workspace, session.id, options.no_git or not state.checkpoints)
+            loop = runner.build(_registry(), checkpointer)
+            loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
+            loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(runner.sandbox.info())})
+            if checkpointer is not None and state.last_checkpoint:
+                try:
+                    drift = checkpointer.drift(state.last_checkpoint)
+                except KimiCodeError as exc:
+                    drift = []
+                    runner.view.notice(f"could not check the workspace for outside changes: {exc}")
+                if drift:
+                    notices.append(prompts.drift_notice(drift))
+            loop.pending_notices = notices
+            if options.continue_text:
+                loop.pending_notices.append(("continue", prompts.continue_message(options.continue_text)))
+            outcome = loop.run()
+            return _finish(runner, outcome, checkpointer)
+        finally:
+            runner.view.close()
+    finally:
+        session.close()
+
+
+def _sticky(settings: Settings) -> dict[str, Any]:
+    data = settings.public_dict()
+    data.pop("api_key", None)
+    return data
+
+
+def _sandbox_payload(info: Any) -> dict[str, Any]:
+    return {"backend": info.backend, "container": info.container_name, "container_id": info.container_id,
+            "image": info.image, "workspace": info.workspace}
+
+
+def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
+    """End of a run: export results, stop (or keep) the sandbox, build the summary."""
+    state = runner.state
+    options = runner.options
+    detail: dict[str, Any] = {}
+    ended = outcome.status not in ("interrupted",)
+    if checkpointer is not None and ended and state.last_checkpoint:
+        if options.branch:
+            author = runner.settings.git_author
+            message = _commit_message(state, outcome)
+            try:
+                detail["branch"] = {"name": options.branch,
+                                    "commit": checkpointer.export_branch(state.last_checkpoint, options.branch,
+                                                                         message, author)}
+            except KimiCodeError as exc:
+                detail["branch_error"] = str(exc)
+                runner.view.notice(f"could not create branch {options.branch}: {exc}")
+        if options.patch_out:
+            patch = checkpointer.patch(state.last_checkpoint)
+            options.patch_out.write_text(patch)
+            detail["patch"] = str(options.patch_out)
+    keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
+    if runner.sandbox is not None:
+        try:
+            if state.finished and not keep:
+                runner.sandbox.stop(remove=True)
+            else:
+                runner.sandbox.stop(remove=False)
+        except SandboxError as exc:
+            runner.view.notice(f"sandbox cleanup: {exc}")
+    outcome.detail.update(detail)
+    return RunResult(outcome, runner.session.id, state, build_summary(runner.session.id, state, outcome))
+
+
+def _commit_message(state: SessionState, outcome: Outcome) -> str:
+    summary = (outcome.summary or state.task).strip()
+    first = summary.splitlines()[0][:72] if summary else "kimi-code changes"
+    return f"{first}\n\n{summary}\n\nkimi-code session {state.session_id}\n"
+
+
+def build_summary(session_id: str, state: SessionState, outcome: Outcome) -> dict[str, Any]:
+    t = state.totals
+    return {
+        "session_id": session_id,
+        "status": outcome.status,
+        "exit_code": outcome.exit_code,
+        "summary": outcome.summary,
+        "steps": state.step,
+        "tokens": {"prompt": t.prompt_tokens, "cached": t.cached_tokens, "completion": t.completion_tokens,
+                   "cached_share": round(t.cached_share, 4), "context": state.context_tokens},
+        "cost": round(t.cost, 6),
+        "cost_saved_by_cache": round(t.cost_saved_by_cache, 6),
+        "changed_files": sorted(state.changed_files),
+        "last_tests": state.last_test_summary,
+        "compactions": state.compactions,
+        **{k: v for k, v in outcome.detail.items()},
+    }
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, ensure_ascii=False)

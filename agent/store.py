@@ -1,0 +1,250 @@
+"""The session store: one directory per session, an append-only event log, small metadata.
+
+Guarantees:
+- ``append`` writes one line, flushes and fsyncs before returning, so anything that depends on an
+  event happens only after the event is durable. Appending costs O(size of the event).
+- A torn last line (a crash mid-write) is ignored on load and moved aside before the next append;
+  any other corruption raises ``SessionError`` naming the line: never silently dropped.
+- ``meta.json`` (status, task, counters) is derived data, rewritten atomically (temp + rename).
+- A session is run by one process at a time (an ``flock`` on ``lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import SessionError
+from .events import Event
+
+EVENTS_FILE = "events.jsonl"
+META_FILE = "meta.json"
+LOCK_FILE = "lock"
+
+
+@dataclass
+class SessionMeta:
+    id: str
+    repo: str
+    task: str
+    model: str
+    status: str = "running"  # running | interrupted | finished | failed | limit | error
+    steps: int = 0
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    parent: str | None = None  # parent session of a sub-agent (future swarm work)
+    key: str | None = None  # identity used by `run --resume-if-exists`
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SessionMeta":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EventLog:
+    """The append-only ``events.jsonl`` of one session."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._next_seq = 0
+
+    def load(self) -> list[Event]:
+        """Parse the log once. A torn final line is ignored; corruption elsewhere is an error."""
+        events: list[Event] = []
+        if not self.path.exists():
+            self._next_seq = 0
+            return events
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        lines = data.split(b"\n")
+        complete = lines[:-1]  # the part after the last newline is torn (or empty)
+        for number, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                events.append(Event.from_dict(json.loads(raw)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SessionError(
+                    f"session log {self.path} is corrupt at line {number} ({exc.__class__.__name__}); "
+                    "it was not modified: inspect or move it aside"
+                ) from None
+        self._next_seq = (events[-1].seq + 1) if events else 0
+        return events
+
+    def _open_for_append(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            size = self.path.stat().st_size
+            if size:
+                with open(self.path, "rb") as fh:
+                    fh.seek(max(0, size - 1))
+                    ends_clean = fh.read(1) == b"\n"
+                if not ends_clean:
+                    self._set_aside_torn_tail(size)
+        self._fh = open(self.path, "ab", buffering=0)
+        if self._next_seq == 0 and self.path.stat().st_size:
+            self.load()
+
+    def _set_aside_torn_tail(self, size: int) -> None:
+        """Move an unfinished last line (never acknowledged to anyone) aside before appending."""
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            cut = data.rfind(b"\n") + 1
+            torn = data[cut:]
+            aside = self.path.with_name(f"{self.path.name}.torn-{int(time.time() * 1000)}")
+            aside.write_bytes(torn)
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append(self, event: Event) -> Event:
+        if self._fh is None:
+            self._open_for_append()
+        event.seq = self._next_seq
+        line = (event.to_json() + "\n").encode("utf-8")
+        self._fh.write(line)
+        os.fsync(self._fh.fileno())
+        self._next_seq += 1
+        return event
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class SessionDir:
+    """One session's directory: the event log, its metadata and its lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.id = root.name
+        self.log = EventLog(root / EVENTS_FILE)
+        self._lock_fh: Any = None
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / META_FILE
+
+    def read_meta(self) -> SessionMeta:
+        try:
+            return SessionMeta.from_dict(json.loads(self.meta_path.read_text()))
+        except FileNotFoundError:
+            raise SessionError(f"session {self.id} has no metadata at {self.meta_path}") from None
+        except (ValueError, TypeError) as exc:
+            raise SessionError(f"session {self.id}: unreadable metadata ({exc})") from None
+
+    def write_meta(self, meta: SessionMeta) -> None:
+        meta.updated = time.time()
+        write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
+
+    def lock(self) -> None:
+        """Take the session's exclusive lock, or fail clearly if another process runs it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise SessionError(f"session {self.id} is being run by another kimi-code process") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def close(self) -> None:
+        self.log.close()
+        self.unlock()
+
+
+class SessionStore:
+    """All sessions under one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir).expanduser()
+
+    def create(self, meta: SessionMeta) -> SessionDir:
+        root = self.state_dir / meta.id
+        if root.exists():
+            raise SessionError(f"session {meta.id} already exists")
+        root.mkdir(parents=True)
+        _fsync_dir(self.state_dir)
+        session = SessionDir(root)
+        session.write_meta(meta)
+        return session
+
+    def open(self, session_id: str) -> SessionDir:
+        root = self.state_dir / session_id
+        if not (root / META_FILE).exists():
+            matches = [p for p in self._dirs() if p.name.startswith(session_id)] if session_id else []
+            if len(matches) == 1:
+                root = matches[0]
+            elif len(matches) > 1:
+                raise SessionError(f"session id {session_id!r} is ambiguous: {', '.join(p.name for p in matches[:5])}")
+            else:
+                raise SessionError(f"no session {session_id!r} in {self.state_dir}")
+        return SessionDir(root)
+
+    def _dirs(self) -> Iterator[Path]:
+        if not self.state_dir.is_dir():
+            return iter(())
+        return (p for p in self.state_dir.iterdir() if p.is_dir() and (p / META_FILE).exists())
+
+    def list(self) -> list[SessionMeta]:
+        metas = []
+        for path in self._dirs():
+            try:
+                metas.append(SessionDir(path).read_meta())
+            except SessionError:
+                continue
+        return sorted(metas, key=lambda m: m.updated, reverse=True)
+
+    def last(self) -> SessionDir:
+        metas = self.list()
+        if not metas:
+            raise SessionError(f"no sessions in {self.state_dir}")
+        return self.open(metas[0].id)
+
+    def delete(self, session_id: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.state_dir / session_id, ignore_errors=True)
