@@ -1,0 +1,532 @@
+"""The Kimi model client: one streamed chat completion per call, with our own retries.
+
+Why it looks the way it does (../shared/KIMI_API.md, ../shared/LESSONS.md "Per-step cost"):
+
+- The request body is serialized once by us and handed to the SDK's generic ``post`` (its
+  documented escape hatch for custom requests). ``chat.completions.create(messages=...)`` would run
+  the whole, ever-growing history through the SDK's recursive per-field transform on every step;
+  the SDK still does transport, auth headers, SSE decoding and its error classes.
+- The SDK's own retries are off (``max_retries=0``): it would retry quota errors too. We retry
+  transient failures (connection, timeout, 429 rate limit/overload, 5xx, a broken stream) with
+  exponential backoff and jitter for ``settings.retry_window`` seconds, and fail at once with one
+  clear message on the rest.
+- A stream is only an answer once it carried a ``finish_reason``; anything shorter is retried,
+  never returned.
+- Sampling parameters are never sent (K2.x fixes them and rejects other values).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+from openai import Stream
+
+from .config import Settings
+from .errors import ModelAPIError
+
+log = logging.getLogger(__name__)
+
+# Fewer output tokens than this left in the window: compact instead of sending.
+MIN_OUTPUT_TOKENS = 1024
+# Slack between our input estimate and the window, for the estimate's error.
+SAFETY_MARGIN_TOKENS = 1024
+BACKOFF_BASE = 1.0  # seconds before the first retry (before jitter)
+BACKOFF_CAP = 60.0  # no single computed wait is longer
+
+_QUOTA_TYPES = frozenset({"exceeded_current_quota_error", "insufficient_quota"})
+_RETRY_STATUSES = frozenset({408, 409})
+_RETRY_IN_TEXT = re.compile(r"try again (?:after|in) (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+_CONTEXT_400 = re.compile(
+    r"token limit|context length|context window|maximum context|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # the raw JSON text, as streamed
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # part of prompt_tokens
+
+
+@dataclass
+class AssistantTurn:
+    """One complete model answer."""
+
+    content: str
+    reasoning_content: str | None
+    tool_calls: list[ToolCall]
+    finish_reason: str | None
+    usage: Usage
+    cost: float  # USD
+    request_id: str | None
+    model: str
+
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message to record and send back.
+
+        ``content`` is omitted when empty on a tool-call message (an empty text part is rejected by
+        one Kimi endpoint); ``reasoning_content`` is kept verbatim (the server requires it on every
+        tool-call message while thinking, and the prefix cache needs it unchanged); ids byte for byte.
+        """
+        msg: dict[str, Any] = {"role": "assistant"}
+        if self.content or not self.tool_calls:
+            msg["content"] = self.content
+        if self.reasoning_content is not None:
+            msg["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            msg["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return msg
+
+
+@dataclass
+class RetryNotice:
+    """Reported before each wait. ``discarded_output``: a stream broke after some deltas had been
+    passed to ``on_delta``; the retry starts the answer over, so a live display should drop them."""
+
+    attempt: int  # the attempt that failed, from 1
+    wait: float  # seconds until the next attempt
+    reason: str
+    status: int | None
+    request_id: str | None
+    discarded_output: bool = False
+
+
+class ContextOverflowError(ModelAPIError):
+    """The request does not fit the context window (found before sending, or told by the server)."""
+
+    def __init__(self, message: str, *, input_tokens: int | None = None, context_window: int | None = None,
+                 status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, status=status, error_type="context_overflow", request_id=request_id)
+        self.input_tokens = input_tokens
+        self.context_window = context_window
+
+
+def estimate_tokens(text: str, nbytes: int | None = None) -> int:
+    """Tokens of a serialized request, without a tokenizer: ASCII characters / 4 + 1 per other
+    character. ``nbytes`` (the UTF-8 length, when already known) makes it O(1): non-ASCII
+    characters are counted as (bytes - characters) / 2, exact for CJK text (3 bytes each).
+    JSON punctuation and escapes make it err on the high side for the same text.
+    """
+    if nbytes is None:
+        nbytes = len(text.encode("utf-8"))
+    other = (nbytes - len(text)) // 2
+    return (len(text) - other) // 4 + other
+
+
+class _Retry(Exception):
+    """A transient failure: try again (internal)."""
+
+    def __init__(self, reason: str, *, status: int | None = None, request_id: str | None = None,
+                 retry_after: float | None = None, error_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.error_type = error_type
+        self.discarded_output = False
+
+
+@dataclass
+class _Slot:
+    id: str | None = None
+    name: str = ""
+    args: list[str] = field(default_factory=list)
+
+
+class _Assembler:
+    """Folds stream chunks (raw dicts) into one answer."""
+
+    def __init__(self, on_delta: Callable[[str, str], None] | None) -> None:
+        self.on_delta = on_delta
+        self.content: list[str] = []
+        self.reasoning: list[str] | None = None  # None until a reasoning field is seen
+        self.slots: list[_Slot] = []
+        self.by_index: dict[int, _Slot] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.emitted = False
+
+    def feed(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if reasoning is None:
+                reasoning = delta.get("reasoning")  # newer vLLM
+            if isinstance(reasoning, str):
+                if self.reasoning is None:
+                    self.reasoning = []
+                if reasoning:
+                    self.reasoning.append(reasoning)
+                    self._emit("reasoning", reasoning)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.content.append(content)
+                self._emit("content", content)
+            pieces = delta.get("tool_calls") or ()
+            for pos, piece in enumerate(pieces):
+                if isinstance(piece, dict):
+                    self._tool_piece(piece, pos, len(pieces))
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            if isinstance(choice.get("usage"), dict):
+                self.usage = choice["usage"]
+
+    def _emit(self, kind: str, text: str) -> None:
+        self.emitted = True
+        if self.on_delta is not None:
+            self.on_delta(kind, text)
+
+    def _tool_piece(self, piece: dict[str, Any], pos: int, count: int) -> None:
+        index, call_id = piece.get("index"), piece.get("id")
+        slot: _Slot | None
+        if isinstance(index, int):
+            slot = self.by_index.get(index)
+            if slot is None:
+                slot = self.by_index[index] = _Slot()
+                self.slots.append(slot)
+        elif call_id:  # no index: a new id starts a call, a known one continues it
+            slot = next((s for s in self.slots if s.id == call_id), None)
+            if slot is None:
+                slot = _Slot()
+                self.slots.append(slot)
+        elif count > 1 and pos < len(self.slots):  # no index, no id: by position in the delta
+            slot = self.slots[pos]
+        elif self.slots:
+            slot = self.slots[-1]
+        else:
+            slot = _Slot()
+            self.slots.append(slot)
+        if call_id and not slot.id:
+            slot.id = call_id
+        fn = piece.get("function") or {}
+        if fn.get("name") and not slot.name:
+            slot.name = fn["name"]
+        if isinstance(fn.get("arguments"), str) and fn["arguments"]:
+            slot.args.append(fn["arguments"])
+
+    def tool_calls(self) -> list[ToolCall]:
+        # An id is only made up when the server sent none (K2's own form); sent ids are kept as is.
+        return [ToolCall(s.id or f"functions.{s.name}:{i}", s.name, "".join(s.args))
+                for i, s in enumerate(self.slots)]
+
+
+def _usage(raw: dict[str, Any] | None) -> Usage:
+    if not raw:
+        return Usage()
+    cached = raw.get("cached_tokens")
+    if cached is None:
+        cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(cached or 0))
+
+
+def _retry_after(headers: Any, message: str) -> float | None:
+    """Seconds the server asked us to wait: Retry-After (seconds or a date), else the message text."""
+    value = headers.get("retry-after") if headers is not None else None
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    found = _RETRY_IN_TEXT.search(message or "")
+    return float(found.group(1)) if found else None
+
+
+def _request_id(headers: Any) -> str | None:
+    if headers is None:
+        return None
+    return headers.get("x-request-id") or headers.get("x-trace-id")
+
+
+def _error_fields(body: Any, fallback: str) -> tuple[str | None, str]:
+    if isinstance(body, dict):
+        err = body.get("error") if isinstance(body.get("error"), dict) else body
+        message = err.get("message")
+        return err.get("type") or err.get("code"), str(message) if message else fallback
+    if isinstance(body, str) and body.strip():
+        return None, body.strip()[:300]
+    return None, fallback
+
+
+class ModelClient:
+    """Talks to one OpenAI-compatible endpoint serving Kimi K2.x. Not thread-safe; one per session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_retry: Callable[[RetryNotice], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.on_retry = on_retry
+        self._sleep = sleep
+        self._clock = clock
+        self._sdk_client: openai.OpenAI | None = None
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host[:port], as error messages name it."""
+        url = self.settings.effective_base_url
+        return urlparse(url).netloc or url
+
+    @property
+    def _sdk(self) -> openai.OpenAI:
+        if self._sdk_client is None:  # lazily: a missing key only matters once we send
+            self._sdk_client = openai.OpenAI(
+                api_key=self.settings.require_api_key(),
+                base_url=self.settings.effective_base_url,
+                max_retries=0,
+                # A dead host should fail fast; a slow stream gets the whole request timeout.
+                timeout=openai.Timeout(self.settings.request_timeout,
+                                       connect=min(15.0, self.settings.request_timeout)),
+            )
+        return self._sdk_client
+
+    def close(self) -> None:
+        if self._sdk_client is not None:
+            self._sdk_client.close()
+            self._sdk_client = None
+
+    # -- the request -------------------------------------------------------------------------
+    def build_body(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        session_id: str,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+    ) -> bytes:
+        """The exact JSON bytes sent; raises ContextOverflowError when the answer would not fit."""
+        s = self.settings
+        body: dict[str, Any] = {
+            "model": s.wire_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "prompt_cache_key": session_id,
+        }
+        if s.provider_info.kimi_thinking_field:
+            body["thinking"] = {"type": "enabled" if s.thinking_enabled else "disabled"}
+        if tools:
+            body["tools"] = tools
+            body["tool_choice"] = "auto"
+        body["messages"] = messages
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data = text.encode("utf-8")
+        info = s.model_info
+        used = input_tokens if input_tokens is not None else estimate_tokens(text, len(data))
+        room = info.context_window - used - SAFETY_MARGIN_TOKENS
+        if room < MIN_OUTPUT_TOKENS:
+            raise ContextOverflowError(
+                f"context full: ~{used} input tokens leave no room for {MIN_OUTPUT_TOKENS} output tokens "
+                f"in the {info.context_window}-token window of {s.model}",
+                input_tokens=used, context_window=info.context_window,
+            )
+        wanted = max_output_tokens or s.max_output_tokens
+        out = max(1, min(wanted, info.max_output_tokens, room))
+        # Spliced in front rather than serializing the whole body a second time.
+        return b'{"max_completion_tokens":%d,' % out + data[1:]
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        session_id: str,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        on_delta: Callable[[str, str], None] | None = None,
+    ) -> AssistantTurn:
+        """One streamed answer, retried on transient failures for ``settings.retry_window`` seconds.
+
+        ``on_delta(kind, text)`` gets reasoning and content pieces as they arrive ("reasoning" /
+        "content"); after a RetryNotice with ``discarded_output`` the pieces start over.
+        """
+        data = self.build_body(messages, tools, session_id=session_id, input_tokens=input_tokens,
+                               max_output_tokens=max_output_tokens)
+        window = self.settings.retry_window
+        start = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(data, on_delta)
+            except _Retry as failure:
+                elapsed = self._clock() - start
+                wait = failure.retry_after
+                if wait is None or wait <= 0:  # "retry after 0" must not become a busy loop
+                    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+                    wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+                if elapsed + wait > window:
+                    log.error("model API gave up after %d attempts (%.0f s): %s (request id %s)",
+                              attempt, elapsed, failure.reason, failure.request_id)
+                    raise ModelAPIError(
+                        f"model API still failing after {attempt} attempt{'s' if attempt > 1 else ''} "
+                        f"over {elapsed:.0f} s (retry window {window:.0f} s); last error: {failure.reason}",
+                        status=failure.status, error_type=failure.error_type,
+                        request_id=failure.request_id, retryable=True,
+                    ) from None
+                log.warning("model API attempt %d failed: %s (request id %s); retrying in %.1f s",
+                            attempt, failure.reason, failure.request_id, wait)
+                if self.on_retry is not None:
+                    self.on_retry(RetryNotice(attempt, wait, failure.reason, failure.status,
+                                              failure.request_id, failure.discarded_output))
+                self._sleep(wait)
+
+    def _attempt(self, data: bytes, on_delta: Callable[[str, str], None] | None) -> AssistantTurn:
+        asm = _Assembler(on_delta)
+        request_id: str | None = None
+        try:
+            stream = self._sdk.post("/chat/completions", cast_to=object, content=data,
+                                    stream=True, stream_cls=Stream[object])
+            with stream:
+                request_id = _request_id(stream.response.headers)
+                chunks = iter(stream)
+                while True:
+                    try:
+                        chunk = next(chunks)
+                    except StopIteration:
+                        break
+                    except ValueError as exc:  # undecodable SSE data
+                        raise _Retry(f"stream from {self.host} sent invalid data: {exc}",
+                                     request_id=request_id) from None
+                    asm.feed(chunk)
+        except openai.APIError as exc:
+            problem = self._classify(exc, request_id)
+            if isinstance(problem, _Retry):
+                problem.discarded_output = asm.emitted
+                raise problem from None
+            raise problem from None
+        except _Retry as problem:
+            problem.discarded_output = asm.emitted
+            raise
+        if asm.finish_reason is None:
+            failure = _Retry(f"stream from {self.host} ended without finish_reason", request_id=request_id)
+            failure.discarded_output = asm.emitted
+            raise failure
+        usage = _usage(asm.usage)
+        calls = asm.tool_calls()
+        reasoning = None if asm.reasoning is None else "".join(asm.reasoning)
+        if reasoning is None and calls and self.settings.thinking_enabled:
+            reasoning = ""  # thinking mode requires the field on every tool-call message
+        return AssistantTurn(
+            content="".join(asm.content),
+            reasoning_content=reasoning,
+            tool_calls=calls,
+            finish_reason=asm.finish_reason,
+            usage=usage,
+            cost=self.settings.model_info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+            request_id=request_id,
+            model=asm.model or self.settings.wire_model,
+        )
+
+    # -- errors ------------------------------------------------------------------------------
+    def _classify(self, exc: openai.APIError, request_id: str | None = None) -> _Retry | ModelAPIError:
+        """A transient failure to retry, or the final error with its one-line message."""
+        host, model = self.host, self.settings.wire_model
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            headers = exc.response.headers
+            rid = _request_id(headers) or request_id
+            etype, message = _error_fields(exc.body, exc.message)
+            if status == 429 and etype not in _QUOTA_TYPES or status in _RETRY_STATUSES or status >= 500:
+                if status == 429 and etype not in _QUOTA_TYPES:
+                    what = "overloaded" if etype == "engine_overloaded_error" else "rate limited"
+                    reason = f"{host} {what} (429 {etype or 'too many requests'}): {message}"
+                else:
+                    reason = f"HTTP {status} from {host} ({etype or 'error'}): {message}"
+                return _Retry(reason, status=status, request_id=rid, error_type=etype,
+                              retry_after=_retry_after(headers, message))
+            if status == 401:
+                envs = " or ".join(self.settings.provider_info.key_envs[:2])
+                text = f"API key rejected by {host} ({etype or '401'}): set {envs}"
+            elif status == 403:
+                text = f"permission denied by {host} ({etype or '403'}): {message}"
+            elif status == 404:
+                text = f"model {model} not found or not available to this key at {host}: {message}"
+            elif status == 429:
+                text = f"account balance exhausted at {host} ({etype}): top up the account or use another key"
+            elif status == 400 and _CONTEXT_400.search(message):
+                log.error("context overflow reported by %s: %s (request id %s)", host, message, rid)
+                return ContextOverflowError(f"context too long for {model} at {host}: {message}",
+                                            context_window=self.settings.model_info.context_window,
+                                            status=status, request_id=rid)
+            elif status == 400:
+                text = f"request rejected by {host} (400 {etype or 'bad request'}): {message}"
+            else:
+                text = f"{host} answered HTTP {status} ({etype or 'error'}): {message}"
+            log.error("model API error: %s (request id %s)", text, rid)
+            return ModelAPIError(text, status=status, error_type=etype, request_id=rid)
+        if isinstance(exc, openai.APITimeoutError):
+            return _Retry(f"no answer from {host} within {self.settings.request_timeout:g} s",
+                          request_id=request_id)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
+            verb = "lost the connection to" if request_id else "cannot connect to"
+            return _Retry(f"{verb} {host} ({detail})", request_id=request_id)
+        # An error event inside a 200 stream.
+        etype, message = _error_fields(exc.body, exc.message)
+        if etype in _QUOTA_TYPES or etype in ("invalid_request_error", "invalid_authentication_error",
+                                              "permission_denied_error", "content_filter"):
+            text = f"{host} ended the stream with {etype}: {message}"
+            log.error("model API error: %s (request id %s)", text, request_id)
+            return ModelAPIError(text, error_type=etype, request_id=request_id)
+        return _Retry(f"stream from {host} failed ({etype or 'error'}): {message}",
+                      request_id=request_id, error_type=etype)
+
+    # -- doctor ------------------------------------------------------------------------------
+    def ping(self) -> str:
+        """A cheap check (GET {base}/models): key, endpoint and model. No retries."""
+        try:
+            page = self._sdk.models.list(timeout=min(30.0, self.settings.request_timeout))
+        except openai.APIError as exc:
+            problem = self._classify(exc)
+            if isinstance(problem, _Retry):
+                raise ModelAPIError(problem.reason, status=problem.status, request_id=problem.request_id,
+                                    retryable=True) from None
+            raise problem from None
+        ids = [m.id for m in page.data]
+        model = self.settings.wire_model
+        if ids and model not in ids:
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise ModelAPIError(f"model {model} not found or not available to this key at {self.host} "
+                                f"(it lists: {shown})", status=404, error_type="resource_not_found_error")
+        if not ids:
+            return f"{self.host}: key accepted (the endpoint lists no models; {model} not checked)"
+        return f"{self.host}: key accepted, {len(ids)} model{'s' if len(ids) != 1 else ''} listed, {model} available"
