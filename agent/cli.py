@@ -183,8 +183,6 @@ def run(
     text = _read_task(task, task_file)
     options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)), no_git=no_git,
                          keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out)
-    if settings.sandbox == "none":
-        err_console.print("[yellow]warning:[/] --sandbox none: commands run directly on this machine, unconfined")
     key = session_key(find_workspace(repo, no_git), text)
     result = None
     if resume_if_exists:
@@ -461,7 +459,8 @@ def rewind(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one clear line and an exit code for user errors."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except KimiCodeError as exc:
         if _debug["on"]:
             traceback.print_exc()

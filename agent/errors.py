@@ -58,3 +58,9 @@ class SessionError(KimiCodeError):
     """A session cannot be found, loaded or continued."""
 
     exit_code = EXIT_USAGE
+
+
+class CheckpointError(KimiCodeError):
+    """A workspace checkpoint could not be taken, found or restored (git)."""
+
+    exit_code = EXIT_USAGE

@@ -306,6 +306,8 @@ class AgentLoop:
                                          "is_error": bool(result.is_error), "metadata": metadata,
                                          "tokens": count_message(message)})
             attachments.extend(result.attachments or ())
+            if "todo" in metadata:
+                self.tool_ctx.todo = self.state.todo
 
         try:
             self.registry.run_calls([(c.name, c.arguments) for c in calls], self.tool_ctx,

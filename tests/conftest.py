@@ -61,3 +61,71 @@ def docker_available() -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("docker") is not None:
         require_docker()
+
+
+# -- Docker sandbox fixtures (sandbox/ tests; usable by any Docker test) --------------------------
+@pytest.fixture(scope="session")
+def docker_client():
+    """One SDK client for the whole run (requires the daemon and TEST_IMAGE)."""
+    require_docker()
+    import docker
+
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_sandbox_factory(docker_client, tmp_path_factory):
+    """``make(workspace=None, *, start=True, **DockerSandbox kwargs) -> DockerSandbox``.
+
+    Each sandbox gets a unique ``test-…`` session id (unless ``session_id=`` is given), a fresh tmp
+    workspace unless one is passed, TEST_IMAGE and the shared client; every container it made is
+    removed at the end of the run (call ``sandbox.stop()`` to remove one earlier).
+    """
+    import uuid
+
+    from kimi_code.sandbox.docker import DockerSandbox
+
+    made: list = []
+
+    def make(workspace=None, *, start: bool = True, **kwargs):
+        ws = workspace if workspace is not None else tmp_path_factory.mktemp("sandbox-ws")
+        session_id = kwargs.pop("session_id", None) or f"test-{uuid.uuid4().hex[:12]}"
+        kwargs.setdefault("image", TEST_IMAGE)
+        kwargs.setdefault("client", docker_client)
+        sandbox = DockerSandbox(session_id, ws, **kwargs)
+        made.append(sandbox)
+        if start:
+            sandbox.start()
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        try:
+            sandbox.stop(remove=True)
+        except Exception:  # noqa: BLE001 - best effort: also try by name below
+            pass
+        try:
+            container = docker_client.containers.get(sandbox.name)
+            if (container.labels or {}).get("kimi-code.managed") == "1":
+                container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+@pytest.fixture
+def remove_containers_under(tmp_path):
+    """Remove, after the test, every kimi-code container whose workspace lies under ``tmp_path``
+    (containers the CLI process created and a killed CLI could not remove)."""
+    yield tmp_path
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"}):
+            if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(tmp_path)):
+                c.remove(force=True)
+        client.close()
+    except Exception:  # noqa: BLE001 - no daemon: nothing to clean
+        pass
