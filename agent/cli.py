@@ -182,7 +182,7 @@ def run(
     settings = config_mod.load_settings(flags)
     text = _read_task(task, task_file)
     options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)), no_git=no_git,
-                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out)
+                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, bundle=resume_if_exists)
     key = session_key(find_workspace(repo, no_git), text)
     result = None
     if resume_if_exists:

@@ -94,6 +94,9 @@ class AgentLoop:
         self._lock = threading.Lock()
         self._repeat: tuple[str, str] | None = None
         self._repeat_count = 0
+        # Where to keep a git bundle of the checkpoints (CI jobs resumed on a fresh clone).
+        self.bundle_path: Path | None = None
+        self._step_changed_workspace = True
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
         self.pending_notices: list[str | tuple[str, str]] = []
 
@@ -281,6 +284,7 @@ class AgentLoop:
 
     def _run_calls(self, calls: list[PendingCall]) -> None:
         self._phase = "tools"
+        self._step_changed_workspace = not all(self.registry.is_read_only(c.name, c.arguments) for c in calls)
         attachments: list[dict[str, Any]] = []
         stop_requested = [False]
 
@@ -336,15 +340,17 @@ class AgentLoop:
                               "with the same result. Step back and try a different approach.")
 
     def _end_of_step(self) -> None:
-        if self.checkpointer is not None and not self.state.pending:
+        # Steps whose calls all only read cannot have changed the workspace: no snapshot needed.
+        if self.checkpointer is not None and not self.state.pending and self._step_changed_workspace:
             try:
                 cp = self.checkpointer.snapshot(self.state.step)
+                if cp is not None:
+                    self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
+                    if self.bundle_path is not None:
+                        self.checkpointer.save_bundle(self.bundle_path)
             except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
                 log.warning("checkpoint failed: %s", exc)
                 self.view.notice(f"checkpoint failed: {exc}")
-                cp = None
-            if cp is not None:
-                self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
         self._maybe_finish()
         self.update_meta()
 

@@ -27,6 +27,7 @@ from .tokens import count_message, count_text, count_tools
 log = logging.getLogger(__name__)
 
 # Settings a resumed session keeps from its first run unless a flag overrides them.
+BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
                    "max_output_tokens", "test_command")
@@ -41,6 +42,9 @@ class RunOptions:
     branch: str | None = None
     patch_out: Path | None = None
     continue_text: str | None = None
+    # Keep a git bundle of the checkpoints in the session directory after every checkpoint, so a
+    # CI job retried on a fresh clone can resume (set by `run --resume-if-exists`).
+    bundle: bool = False
 
 
 @dataclass
@@ -150,6 +154,8 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
         info = runner.sandbox.start()
         checkpointer = _make_checkpointer(workspace, session_id, options.no_git)
         loop = runner.build(registry, checkpointer)
+        if options.bundle and checkpointer is not None:
+            loop.bundle_path = session.root / BUNDLE_FILE
         system_prompt = prompts.build_system_prompt(
             workspace=info.workspace,
             sandbox=("a Docker container (" + (info.image or "") + ")") if info.backend == "docker"
@@ -213,6 +219,10 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                     notices.append(prompts.SANDBOX_LOST_NOTICE)
             checkpointer = _make_checkpointer(workspace, session.id, options.no_git or not state.checkpoints)
             loop = runner.build(_registry(), checkpointer)
+            bundle = session.root / BUNDLE_FILE
+            if checkpointer is not None and bundle.exists():
+                loop.bundle_path = bundle
+                _restore_from_bundle(checkpointer, state, bundle, runner.view)
             loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
             loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(runner.sandbox.info())})
             if checkpointer is not None and state.last_checkpoint:
@@ -232,6 +242,19 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             runner.view.close()
     finally:
         session.close()
+
+
+def _restore_from_bundle(checkpointer: Any, state: SessionState, bundle: Path, view: Any) -> None:
+    """A CI retry on a fresh clone: the checkpoint refs are gone; bring them back and put the
+    workspace in the state the agent left it in."""
+    try:
+        checkpointer.load(state.last_checkpoint)
+        return  # the refs are here: same clone, nothing to do
+    except KimiCodeError:
+        pass
+    checkpointer.load_bundle(bundle)
+    restored = checkpointer.restore(state.last_checkpoint, force=True)
+    view.notice(f"restored {len(restored)} file(s) of the session's work from {bundle.name}")
 
 
 def _sticky(settings: Settings) -> dict[str, Any]:
@@ -275,6 +298,11 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
                 runner.sandbox.stop(remove=False)
         except SandboxError as exc:
             runner.view.notice(f"sandbox cleanup: {exc}")
+    if checkpointer is not None and state.last_checkpoint:
+        try:
+            detail["changed_files"] = checkpointer.result_files(state.last_checkpoint)
+        except KimiCodeError:
+            pass
     outcome.detail.update(detail)
     return RunResult(outcome, runner.session.id, state, build_summary(runner.session.id, state, outcome))
 
