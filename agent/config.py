@@ -7,6 +7,7 @@ The API key is only ever read from the environment (or the config file) and is h
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
@@ -152,6 +153,9 @@ class Settings(BaseModel):
     api_key: SecretStr | None = Field(None, exclude=True, repr=False, description="API key (prefer the env)")
     thinking: bool | None = Field(None, description="thinking mode; default: on for thinking models")
     max_output_tokens: int = Field(32_768, ge=256, description="max_completion_tokens per request")
+    context_window: int | None = Field(
+        None, ge=4096, description="override the model table's window (e.g. a self-hosted server with a shorter max length)"
+    )
     request_timeout: float = Field(600.0, gt=0, description="seconds before one model request times out")
     retry_window: float = Field(1800.0, ge=0, description="seconds to keep retrying a failing model API")
 
@@ -186,7 +190,10 @@ class Settings(BaseModel):
 
     @property
     def model_info(self) -> ModelInfo:
-        return model_info(self.model)
+        info = model_info(self.model)
+        if self.context_window:
+            info = dataclasses.replace(info, context_window=self.context_window)
+        return info
 
     @property
     def wire_model(self) -> str:

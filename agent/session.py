@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
-                   "max_output_tokens", "test_command")
+                   "max_output_tokens", "test_command", "context_window")
 
 
 @dataclass
