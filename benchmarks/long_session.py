@@ -61,7 +61,7 @@ class Responder:
         if self.done >= self.steps or self.finish_now:
             return Turn(reasoning="done", tool_calls=[ToolCallSpec("finish", {"summary": "benchmark done"})])
         return Turn(reasoning=f"step {self.done}: read the notes again",
-                    tool_calls=[ToolCallSpec("read_file", {"path": "notes.txt"})])
+                    tool_calls=[ToolCallSpec("read_file", {"path": "notes.txt", "offset": 1 + self.done % 2})])
 
 
 def step_overheads(events_path: Path) -> list[float]:
