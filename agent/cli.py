@@ -28,6 +28,15 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+
+def _register_sandbox_commands() -> None:
+    from kimi_code.sandbox.commands import sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox")
+
+
+_register_sandbox_commands()
+
 err_console = Console(stderr=True)
 _debug = {"on": False}
 

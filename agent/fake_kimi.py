@@ -425,7 +425,7 @@ class FakeKimi:
     def start(self) -> FakeKimi:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
+        server = _Server(("127.0.0.1", self._port), _Handler)
         server.daemon_threads = True
         server.block_on_close = False
         server.fake = self  # type: ignore[attr-defined]
@@ -619,6 +619,15 @@ class FakeKimi:
         finish = turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
         return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops a kept-alive connection (or is killed) is normal here, not news."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -72,6 +72,7 @@ class SessionState:
     step: int = 0
     pending: list[PendingCall] = field(default_factory=list)
     seen_call_ids: set[str] = field(default_factory=set)
+    _dup_next: dict[str, int] = field(default_factory=dict, repr=False)  # next suffix per repeated id
     todo: list[dict[str, Any]] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
     compactions: int = 0
@@ -149,10 +150,12 @@ class SessionState:
             for i, call in enumerate(calls):
                 call_id = call.get("id") or f"call_{self.step + 1}_{i}"
                 if call_id in self.seen_call_ids:
-                    # Kimi rejects a history that repeats an id: keep the first, rename later ones.
-                    n = 2
+                    # Kimi rejects a history that repeats an id: keep the first, rename later ones
+                    # (K2.6 reuses `functions.NAME:0` every turn, so this runs on most steps: O(1)).
+                    n = self._dup_next.get(call_id, 2)
                     while f"{call_id}~{n}" in self.seen_call_ids:
                         n += 1
+                    self._dup_next[call_id] = n + 1
                     call_id = f"{call_id}~{n}"
                 if call_id != call.get("id"):
                     call = {**call, "id": call_id}

@@ -78,9 +78,13 @@ def step_overheads(events_path: Path) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--keep", type=Path, help="work in this directory and keep it (for profiling)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if args.keep:
+            root = args.keep
+            root.mkdir(parents=True, exist_ok=False)
         repo = make_repo(root)
         state_dir = root / "state"
         responder = Responder(args.steps)

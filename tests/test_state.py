@@ -44,6 +44,12 @@ def test_duplicate_tool_call_ids_renamed_consistently() -> None:
     assert ids == ["functions.read_file:0", second]
     # The first occurrence is kept byte for byte.
     assert state.messages[1]["tool_calls"][0]["id"] == "functions.read_file:0"
+    # Every later repeat gets its own id, and the renaming replays identically.
+    events += [_result(2, second), _assistant(3, "functions.read_file:0", "functions.read_file:0")]
+    state = SessionState.fold(events)
+    third = [c["id"] for c in state.messages[-1]["tool_calls"]]
+    assert len(set(third) | {second, "functions.read_file:0"}) == 4
+    assert SessionState.fold(events).snapshot() == state.snapshot()
 
 
 def test_request_is_valid_for_any_prefix() -> None:

@@ -1,0 +1,64 @@
+"""``kimi-code sandbox build | ls | prune``: a typer sub-app the CLI registers as ``sandbox``.
+
+Errors are raised as SandboxError; the CLI's entry point prints them as one line with exit code 5.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .images import BASE_IMAGE, BUILD_TAG, build_image
+from .manage import list_containers, prune_containers
+
+sandbox_app = typer.Typer(help="Manage kimi-code's Docker sandboxes.", no_args_is_help=True)
+
+
+@sandbox_app.command("build")
+def build(
+    tag: str = typer.Option(BUILD_TAG, "--tag", help="Name of the image to build."),
+    base: str = typer.Option(BASE_IMAGE, "--base", help="Debian-based image to start from."),
+    pull: bool = typer.Option(False, "--pull", help="Fetch the base image again even if present."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the build log."),
+) -> None:
+    """Build the development image from sandbox/Dockerfile (needs the base image from a registry;
+    without one use `sudo bash sandbox/build-offline-image.sh`)."""
+    err = Console(stderr=True)
+    err.print(f"building {tag} from {base} ...", highlight=False)
+    image_id = build_image(
+        tag, base=base, pull=pull, on_output=None if quiet else (lambda s: err.out(s, end="", highlight=False))
+    )
+    typer.echo(f"built {tag} ({image_id[:19]}); use it with --image {tag}")
+
+
+@sandbox_app.command("ls")
+def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
+    """List kimi-code's containers with their sessions and status."""
+    rows = list_containers()
+    if json_out:
+        for row in rows:
+            typer.echo(json.dumps(row.to_dict()))
+        return
+    if not rows:
+        typer.echo("no kimi-code containers")
+        return
+    table = Table("container", "session", "status", "image", "created", "workspace")
+    for r in rows:
+        table.add_row(r.name, r.session_id, r.status, r.image, r.created, r.workspace)
+    Console().print(table)
+
+
+@sandbox_app.command("prune")
+def prune(
+    all_: bool = typer.Option(False, "--all", help="Also remove running containers."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be removed."),
+) -> None:
+    """Remove the containers of ended sessions (stopped ones; with --all, running ones too)."""
+    removed = prune_containers(include_running=all_, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        typer.echo(f"{verb} {r.name} (session {r.session_id}, {r.status})")
+    typer.echo(f"{verb} {len(removed)} container(s)")

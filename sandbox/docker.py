@@ -1,0 +1,554 @@
+"""The Docker backend: one labelled container per session, commands through a persistent shell.
+
+Everything goes through the docker SDK (no docker CLI), so a remote engine (``DOCKER_HOST``) works
+the same as the local socket. The container is the session's: it is named and labelled with the
+session id, survives a crash of the CLI (``reattach`` finds it again), and is the only container this
+module ever modifies — anything without our labels is refused, never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import socket
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from ..agent.errors import SandboxError
+from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
+from .images import require_image
+from .local import secret_env_names
+from .shell import Channel, PersistentShell, SideRunError
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX = "kimi-code-"
+LABEL_MANAGED = "kimi-code.managed"
+LABEL_SESSION = "kimi-code.session"
+LABEL_WORKSPACE = "kimi-code.workspace"
+LABEL_CREATED = "kimi-code.created"
+LABEL_IMAGE = "kimi-code.image"
+
+# Writable for any uid, so HOME works even when the uid has no passwd entry in the image.
+SANDBOX_HOME = "/tmp/kimi-home"
+# Per-shell state and saved command outputs, inside the container.
+STATE_DIR = "/tmp/kimi-code"
+# Where a host CA bundle is copied, and the variables that make common tools trust it.
+CA_PATH = "/etc/kimi-code/ca-bundle.crt"
+CA_ENV_VARS = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "CURL_CA_BUNDLE",
+)
+
+
+def container_name(session_id: str) -> str:
+    """Docker allows ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``; anything else becomes ``-``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", session_id).strip("-.") or "session"
+    return (NAME_PREFIX + safe)[:200]
+
+
+def connect(timeout: int = 120) -> docker.DockerClient:
+    """A client for the daemon ``DOCKER_HOST`` (or the default socket) names; one clear error if none."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except DockerException as exc:
+        raise SandboxError(explain_connect_error(exc)) from None
+
+
+def explain_connect_error(exc: BaseException) -> str:
+    text = str(exc)
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if "PermissionError" in text or "Permission denied" in text or "permission denied" in text:
+        return (
+            f"no permission to use the Docker socket ({where}): add your user to the 'docker' group "
+            "(then log in again), or run with --sandbox none"
+        )
+    if any(s in text for s in ("FileNotFoundError", "No such file", "ConnectionRefused", "Connection refused")):
+        return (
+            f"the Docker daemon is not running ({where}): start it (e.g. `sudo systemctl start docker`), "
+            "or run with --sandbox none"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
+    return f"cannot reach the Docker daemon ({where}): {first}"
+
+
+def _api_error(what: str, exc: APIError) -> SandboxError:
+    detail = exc.explanation if isinstance(exc.explanation, str) else str(exc)
+    detail = " ".join(str(detail).split())
+    return SandboxError(f"{what}: {detail}")
+
+
+def default_user(workspace: Path) -> str:
+    """The host user's uid:gid; when that is root, the workspace owner's (so a root-run agent
+    working on a user's repository still leaves files owned by that user)."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        st = workspace.stat()
+        uid, gid = st.st_uid, st.st_gid
+    return f"{uid}:{gid}"
+
+
+class _ExecChannel:
+    """The hijacked socket of a ``docker exec``: frames demultiplexed, stdout returned."""
+
+    def __init__(self, api: docker.APIClient, exec_id: str, sock: Any) -> None:
+        self._api = api
+        self.exec_id = exec_id
+        self._io = sock
+        self._raw = getattr(sock, "_sock", sock)  # unix: SocketIO wraps the socket
+        self._pending = bytearray()
+        self.stderr = bytearray()
+        self._eof = False
+
+    def send(self, data: bytes) -> None:
+        self._raw.settimeout(30.0)
+        self._raw.sendall(data)
+
+    def _take(self) -> bytes:
+        out = bytearray()
+        while len(self._pending) >= 8:
+            size = int.from_bytes(self._pending[4:8], "big")
+            if len(self._pending) < 8 + size:
+                break
+            stream = self._pending[0]
+            payload = self._pending[8 : 8 + size]
+            del self._pending[: 8 + size]
+            if stream == 2:
+                self.stderr += payload
+                del self.stderr[:-65536]
+            else:
+                out += payload
+        return bytes(out)
+
+    def recv(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._take()
+            if out:
+                return out
+            if self._eof:
+                return b""
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._raw.settimeout(remaining)
+            try:
+                data = self._raw.recv(1 << 16)
+            except (socket.timeout, TimeoutError):
+                return None
+            except OSError:
+                data = b""
+            if not data:
+                self._eof = True
+            else:
+                self._pending += data
+
+    def close(self) -> None:
+        for fn in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._raw.close, self._io.close):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - closing a dead socket must not raise
+                pass
+
+    def exit_code(self) -> int | None:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                state = self._api.exec_inspect(self.exec_id)
+            except (APIError, DockerException):
+                return None
+            if not state.get("Running") or time.monotonic() > deadline:
+                return state.get("ExitCode")
+            time.sleep(0.05)
+
+
+class DockerSandbox:
+    """A session's container and its persistent shell."""
+
+    backend = "docker"
+
+    def __init__(
+        self,
+        session_id: str,
+        workspace: Path,
+        *,
+        image: str,
+        network: bool = False,
+        memory: str = "4g",
+        cpus: float = 2.0,
+        pids_limit: int = 1024,
+        ca_bundle: Path | None = None,
+        env: dict[str, str] | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        output_cap: int = DEFAULT_OUTPUT_CAP,
+        user: str | None = None,
+        kill_grace: float | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.workspace = Path(workspace).resolve()
+        self.image = image
+        self.network = network
+        self.memory = memory
+        self.cpus = cpus
+        self.pids_limit = pids_limit
+        self.ca_bundle = Path(ca_bundle).expanduser() if ca_bundle else None
+        self.default_timeout = default_timeout
+        self.output_cap = output_cap
+        self.name = container_name(session_id)
+        self._user = user
+        secrets_ = secret_env_names()
+        dropped = sorted(k for k in (env or {}) if k in secrets_)
+        if dropped:
+            log.warning("not passing %s into the sandbox", ", ".join(dropped))
+        self._extra_env = {k: v for k, v in (env or {}).items() if k not in secrets_}
+        self._client = client
+        self._container: Any = None
+        self._os_release: str | None = None
+        self._status = "created"
+        self._oom_seen = 0
+        kwargs = {} if kill_grace is None else {"kill_grace": kill_grace}
+        self._shell = PersistentShell(self, state_dir=STATE_DIR, cwd=WORKSPACE, output_cap=output_cap, **kwargs)
+
+    # -- connection and lookup ---------------------------------------------------------------
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    @property
+    def container(self) -> Any:
+        if self._container is None:
+            raise SandboxError("the sandbox is not started")
+        return self._container
+
+    def _find(self) -> Any | None:
+        """This session's container, or None; refuses a same-named container we did not create."""
+        try:
+            container = self.client.containers.get(self.name)
+        except NotFound:
+            return None
+        except APIError as exc:
+            raise _api_error("cannot look up the sandbox container", exc) from None
+        labels = container.labels or {}
+        if labels.get(LABEL_MANAGED) != "1" or labels.get(LABEL_SESSION) != self.session_id:
+            raise SandboxError(
+                f"a container named {self.name} exists but was not created by kimi-code for session "
+                f"{self.session_id}; it was left alone: remove or rename it"
+            )
+        mounted = labels.get(LABEL_WORKSPACE)
+        if mounted and mounted != str(self.workspace):
+            raise SandboxError(
+                f"the sandbox container {self.name} of session {self.session_id} mounts {mounted}, "
+                f"not {self.workspace}: run from that directory, or remove it with `kimi-code sandbox prune --all`"
+            )
+        return container
+
+    # -- creation ----------------------------------------------------------------------------
+    def environment(self) -> dict[str, str]:
+        """The container's whole environment from the host: an allow-list, never os.environ."""
+        env = {
+            "HOME": SANDBOX_HOME,
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "PAGER": "cat",
+            "GIT_PAGER": "cat",
+            "KIMI_CODE_SANDBOX": "docker",
+        }
+        if self.ca_bundle:
+            env.update({name: CA_PATH for name in CA_ENV_VARS})
+        env.update(self._extra_env)
+        return env
+
+    def _ca_archive(self) -> bytes:
+        assert self.ca_bundle is not None
+        try:
+            data = self.ca_bundle.read_bytes()
+        except OSError as exc:
+            raise SandboxError(f"cannot read the CA bundle {self.ca_bundle}: {exc.strerror}") from None
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            parent = os.path.dirname(CA_PATH).lstrip("/")
+            for i, part in enumerate(parent.split("/")):
+                d = tarfile.TarInfo("/".join(parent.split("/")[: i + 1]))
+                d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                tar.addfile(d)
+            info = tarfile.TarInfo(CA_PATH.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def _create(self) -> Any:
+        if not self.workspace.is_dir():
+            raise SandboxError(f"workspace {self.workspace} is not a directory")
+        if self.ca_bundle and not self.ca_bundle.is_file():
+            raise SandboxError(f"CA bundle {self.ca_bundle} does not exist")
+        require_image(self.client, self.image)
+        user = self._user or default_user(self.workspace)
+        labels = {
+            LABEL_MANAGED: "1",
+            LABEL_SESSION: self.session_id,
+            LABEL_WORKSPACE: str(self.workspace),
+            LABEL_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            LABEL_IMAGE: self.image,
+        }
+        kwargs: dict[str, Any] = dict(
+            command=["sh", "-c", 'mkdir -p "$HOME" 2>/dev/null; exec sleep infinity'],
+            name=self.name,
+            labels=labels,
+            detach=True,
+            init=True,
+            user=user,
+            working_dir=WORKSPACE,
+            environment=self.environment(),
+            mounts=[Mount(target=WORKSPACE, source=str(self.workspace), type="bind", read_only=False)],
+            mem_limit=self.memory,
+            memswap_limit=self.memory,
+            nano_cpus=int(self.cpus * 1e9),
+            pids_limit=self.pids_limit,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            hostname="sandbox",
+        )
+        if not self.network:
+            kwargs["network_mode"] = "none"
+        try:
+            container = self.client.containers.create(self.image, **kwargs)
+        except ImageNotFound:
+            require_image(self.client, self.image)
+            raise
+        except APIError as exc:
+            raise _api_error(f"cannot create the sandbox container {self.name}", exc) from None
+        try:
+            if self.ca_bundle:
+                container.put_archive("/", self._ca_archive())
+            container.start()
+        except (APIError, SandboxError) as exc:
+            try:
+                container.remove(force=True)
+            except APIError:
+                pass
+            if isinstance(exc, SandboxError):
+                raise
+            raise _api_error(f"cannot start the sandbox container {self.name}", exc) from None
+        return container
+
+    def _ensure_running(self, container: Any) -> None:
+        container.reload()
+        if container.status != "running":
+            try:
+                container.start()
+            except APIError as exc:
+                raise _api_error(f"cannot start the sandbox container {self.name}", exc) from None
+            container.reload()
+
+    # -- Sandbox protocol --------------------------------------------------------------------
+    def start(self) -> SandboxInfo:
+        """Create the session's container, or reuse the one already there, and open a shell."""
+        container = self._find()
+        if container is None:
+            container = self._create()
+        else:
+            self._ensure_running(container)
+        self._container = container
+        self._shell.start()
+        self._status = "running"
+        self._oom_seen = self._oom_kills() or 0
+        return self.info()
+
+    def reattach(self) -> bool:
+        """Find the session's container (after a crash or --keep-sandbox), start it if stopped,
+        and open a new shell; False when there is none."""
+        container = self._find()
+        if container is None:
+            return False
+        self._ensure_running(container)
+        self._container = container
+        self._shell.start()
+        self._status = "running"
+        self._oom_seen = self._oom_kills() or 0
+        return True
+
+    def exec(self, command: str, timeout: float | None = None) -> ExecResult:
+        if self._status == "stopped":
+            raise SandboxError("the sandbox was stopped")
+        if self._container is None:
+            self.start()
+        result = self._shell.run(command, self.default_timeout if timeout is None else timeout)
+        if result.exit_code == 137 and not result.sandbox_restarted:
+            kills = self._oom_kills()
+            if kills is not None and kills > self._oom_seen:
+                result.notes.append(
+                    f"a process was killed for exceeding the sandbox memory limit ({self.memory})"
+                )
+                self._oom_seen = kills
+        return result
+
+    def _oom_kills(self) -> int | None:
+        """How many processes the kernel killed for memory in this container (cgroup v1 or v2)."""
+        script = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
+        try:
+            _, out = self.run_side(["sh", "-c", script], 10.0)
+        except SandboxError:
+            return None
+        for line in out.decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return None
+
+    def stop(self, remove: bool = True) -> None:
+        """Close the shell; remove the container, or with ``remove=False`` stop it for a later reattach."""
+        self._shell.close()
+        self._status = "stopped"
+        container, self._container = self._container, None
+        if container is None:
+            container = self._find() if remove else None
+            if container is None:
+                return
+        try:
+            if remove:
+                container.remove(force=True)
+            else:
+                container.stop(timeout=5)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise _api_error(f"cannot {'remove' if remove else 'stop'} {self.name}", exc) from None
+
+    def info(self) -> SandboxInfo:
+        status = self._status
+        cid = None
+        if self._container is not None:
+            cid = self._container.id
+            try:
+                self._container.reload()
+                status = self._container.status
+            except (APIError, DockerException):
+                status = "unknown"
+            if self._os_release is None and status == "running":
+                self._os_release = self._read_os_release()
+        return SandboxInfo(
+            backend="docker",
+            session_id=self.session_id,
+            workspace=WORKSPACE,
+            host_workspace=str(self.workspace),
+            container_id=cid,
+            container_name=self.name,
+            image=self.image,
+            os_release=self._os_release,
+            network=self.network,
+            status=status,
+        )
+
+    def _read_os_release(self) -> str | None:
+        try:
+            code, out = self.run_side(["cat", "/etc/os-release"], 10.0)
+        except SandboxError:
+            return None
+        for line in out.decode("utf-8", "replace").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+        return None
+
+    # -- ShellHost -----------------------------------------------------------------------------
+    def _exec_socket(self, argv: list[str], *, stdin: bool, workdir: str | None = None) -> _ExecChannel:
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                self.container.id, argv, stdin=stdin, stdout=True, stderr=True, tty=False, workdir=workdir,
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        except NotFound:
+            raise SideRunError("the sandbox container is gone") from None
+        except APIError as exc:
+            raise SideRunError(" ".join(str(exc.explanation or exc).split())) from None
+        return _ExecChannel(api, exec_id, sock)
+
+    def open_channel(self, cwd: str) -> Channel:
+        return self._exec_socket(["bash", "--noprofile", "--norc"], stdin=True, workdir=WORKSPACE)
+
+    def run_side(self, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        chan = self._exec_socket(argv, stdin=False)
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                data = chan.recv(max(0.0, deadline - time.monotonic()))
+                if data is None:
+                    raise SideRunError(f"{argv[0]} did not finish within {timeout:g}s")
+                if not data:
+                    break
+                out += data
+        finally:
+            chan.close()
+        code = chan.exit_code()
+        if code is None:
+            raise SideRunError(f"{argv[0]} could not be run in the sandbox")
+        if code in (126, 127) and not out:
+            raise SideRunError(bytes(chan.stderr).decode("utf-8", "replace").strip() or f"exit {code}")
+        return code, bytes(out)
+
+    def recover(self) -> tuple[bool, list[str]]:
+        """The shell's stream ended: if the container died, start it again (or recreate it)."""
+        container = self._find()
+        if container is None:
+            self._container = self._create()
+            return True, [
+                f"the sandbox container was gone; a new one was created from {self.image}: "
+                "anything installed outside /workspace is lost"
+            ]
+        container.reload()
+        self._container = container
+        if container.status == "running":
+            # The daemon may not have noticed the death yet: only a working exec proves it alive.
+            try:
+                self.run_side(["true"], 10.0)
+                return False, []
+            except SideRunError:
+                deadline = time.monotonic() + 5.0
+                while container.status == "running" and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    container.reload()
+                if container.status == "running":
+                    return self.force_reset()
+        state = container.attrs.get("State", {})
+        why = f"exit code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            why += ", killed for exceeding its memory limit"
+        self._ensure_running(container)
+        return True, [
+            f"the sandbox container died during the command ({why}) and was restarted: its running "
+            "processes were lost; files in /workspace and installed packages are kept"
+        ]
+
+    def force_reset(self) -> tuple[bool, list[str]]:
+        """Restart the container (SIGKILL to everything in it); its filesystem is kept."""
+        try:
+            self.container.restart(timeout=0)
+            self.container.reload()
+        except NotFound:
+            self._container = self._create()
+        except APIError as exc:
+            raise _api_error(f"cannot restart {self.name}", exc) from None
+        return True, [
+            "the sandbox container was restarted to stop the command: all its processes were killed; "
+            "files in /workspace and installed packages are kept"
+        ]

@@ -1,0 +1,44 @@
+"""Choosing the sandbox backend from the settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..agent.config import Settings
+from .base import Sandbox
+from .docker import DockerSandbox
+from .local import LocalSandbox
+
+LOCAL_WARNING = (
+    "--sandbox none: commands run directly on this machine, with your permissions and no isolation"
+)
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def make_sandbox(
+    settings: Settings,
+    session_id: str,
+    workspace: Path,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> Sandbox:
+    """A DockerSandbox (default) or, for ``sandbox = "none"``, a LocalSandbox after a warning."""
+    if settings.sandbox == "none":
+        (warn or _stderr_warning)(LOCAL_WARNING)
+        return LocalSandbox(session_id, workspace, default_timeout=settings.command_timeout)
+    return DockerSandbox(
+        session_id,
+        workspace,
+        image=settings.image,
+        network=settings.network,
+        memory=settings.memory,
+        cpus=settings.cpus,
+        pids_limit=settings.pids_limit,
+        ca_bundle=settings.ca_bundle,
+        default_timeout=settings.command_timeout,
+    )

@@ -1,0 +1,102 @@
+"""Listing and pruning kimi-code's containers (``kimi-code sandbox ls`` / ``prune``).
+
+Only containers carrying the ``kimi-code.managed=1`` label are ever listed or removed; the label is
+checked again on each container right before removing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import docker
+from docker.errors import APIError, NotFound
+
+from ..agent.errors import SandboxError
+from .docker import (
+    LABEL_CREATED,
+    LABEL_IMAGE,
+    LABEL_MANAGED,
+    LABEL_SESSION,
+    LABEL_WORKSPACE,
+    connect,
+)
+
+
+@dataclass
+class ContainerSummary:
+    name: str
+    id: str
+    session_id: str
+    workspace: str
+    status: str  # running, exited, created, paused, dead, ...
+    image: str
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _summary(container: Any) -> ContainerSummary:
+    labels = container.labels or {}
+    return ContainerSummary(
+        name=container.name,
+        id=container.short_id,
+        session_id=labels.get(LABEL_SESSION, ""),
+        workspace=labels.get(LABEL_WORKSPACE, ""),
+        status=container.status,
+        image=labels.get(LABEL_IMAGE, ""),
+        created=labels.get(LABEL_CREATED, ""),
+    )
+
+
+def _managed(client: docker.DockerClient) -> list[Any]:
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+    except APIError as exc:
+        raise SandboxError(f"cannot list containers: {exc.explanation or exc}") from None
+    return [c for c in found if (c.labels or {}).get(LABEL_MANAGED) == "1"]
+
+
+def list_containers(client: docker.DockerClient | None = None) -> list[ContainerSummary]:
+    """kimi-code's containers, newest first."""
+    client = client or connect()
+    rows = [_summary(c) for c in _managed(client)]
+    return sorted(rows, key=lambda r: r.created, reverse=True)
+
+
+def prune_containers(
+    client: docker.DockerClient | None = None,
+    *,
+    include_running: bool = False,
+    ended: Callable[[str], bool] | None = None,
+    select: Callable[[ContainerSummary], bool] | None = None,
+    dry_run: bool = False,
+) -> list[ContainerSummary]:
+    """Remove the containers of ended sessions and return what was (or, dry, would be) removed.
+
+    A stopped container is an ended session's (a normal end removes it; ``--keep-sandbox`` stops
+    it). A running one is removed only with ``include_running``, or when ``ended(session_id)``
+    says its session is over (the CLI can pass a check against its session store). ``select``
+    narrows the candidates further (e.g. one session).
+    """
+    client = client or connect()
+    removed: list[ContainerSummary] = []
+    for container in _managed(client):
+        row = _summary(container)
+        if select is not None and not select(row):
+            continue
+        if row.status == "running" and not include_running and not (ended and ended(row.session_id)):
+            continue
+        if not dry_run:
+            try:
+                container.reload()
+                if (container.labels or {}).get(LABEL_MANAGED) != "1":
+                    continue
+                container.remove(force=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                raise SandboxError(f"cannot remove {row.name}: {exc.explanation or exc}") from None
+        removed.append(row)
+    return removed

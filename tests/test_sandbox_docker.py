@@ -1,0 +1,310 @@
+"""DockerSandbox against the real daemon and the offline-built test image (no fake client)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_IMAGE
+from kimi_code.agent.errors import SandboxError
+from kimi_code.sandbox.base import Sandbox
+from kimi_code.sandbox.docker import CA_ENV_VARS, CA_PATH, DockerSandbox, connect, container_name
+from kimi_code.sandbox.shell import TIMEOUT_EXIT_CODE
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_container_is_locked_down(docker_sandbox_factory, docker_client) -> None:
+    sb = docker_sandbox_factory(memory="512m", cpus=1.5, pids_limit=200)
+    assert isinstance(sb, Sandbox)
+    info = sb.info()
+    assert info.backend == "docker" and info.workspace == "/workspace" and info.status == "running"
+    assert info.container_name == container_name(sb.session_id) and "Debian" in (info.os_release or "")
+    attrs = docker_client.containers.get(sb.name).attrs
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["Privileged"] is False
+    assert host["NetworkMode"] == "none" and host["Init"] is True
+    assert host["Memory"] == 512 * 2**20 and host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 200
+    mounts = attrs["Mounts"]
+    assert [(m["Type"], m["Destination"], m["RW"]) for m in mounts] == [("bind", "/workspace", True)]
+    assert mounts[0]["Source"] == str(sb.workspace)
+    labels = attrs["Config"]["Labels"]
+    assert labels["kimi-code.managed"] == "1" and labels["kimi-code.session"] == sb.session_id
+    assert labels["kimi-code.workspace"] == str(sb.workspace)
+    assert sb.exec("test -e /var/run/docker.sock || echo no-socket").output == "no-socket\n"
+
+
+def test_state_persists_across_commands(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory()
+    assert sb.exec("pwd").output == "/workspace\n"
+    assert sb.exec("mkdir -p a/b && cd a/b && export X='x y'").exit_code == 0
+    assert sb.exec('pwd; echo "$X"').output == "/workspace/a/b\nx y\n"
+    r = sb.exec("python3 -m venv --without-pip /tmp/venv && . /tmp/venv/bin/activate", timeout=60)
+    assert r.exit_code == 0, r.output
+    assert sb.exec("command -v python").output == "/tmp/venv/bin/python\n"
+
+
+def test_exit_codes_output_and_duration(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory()
+    r = sb.exec("echo out; echo err >&2; echo out2; (exit 42)")
+    assert r.output == "out\nerr\nout2\n" and r.exit_code == 42 and 0 < r.duration < 5
+    assert sb.exec("true").exit_code == 0
+    assert sb.exec("false").exit_code == 1
+    assert sb.exec("sh -c 'kill -9 $$'").exit_code == 137
+    r = sb.exec("cd /tmp; exit 3")
+    assert r.exit_code == 3 and r.shell_restarted
+    assert sb.exec("pwd").output == "/tmp\n"
+
+
+def test_memory_limit_kill_is_reported(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory(memory="96m")
+    r = sb.exec("python3 -c 'x = bytearray(400 * 2**20)'")
+    assert r.exit_code == 137 and any("memory limit (96m)" in n for n in r.notes), r
+    assert sb.exec("echo still-here").output == "still-here\n"
+
+
+def test_timeout_kills_process_tree_and_next_command_works(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory(kill_grace=1.0)
+    sb.exec("export KEEP=yes")
+    t = time.monotonic()
+    r = sb.exec("sleep 1000 & bash -c 'sleep 1001 & sleep 1002; wait' & wait", timeout=1.5)
+    assert time.monotonic() - t < 8
+    assert r.timed_out and r.exit_code == TIMEOUT_EXIT_CODE and not r.shell_restarted
+    ps = sb.exec("ps -eo args")
+    assert ps.exit_code == 0 and "sleep 100" not in ps.output
+    assert sb.exec('echo "$KEEP"').output == "yes\n"
+
+
+@pytest.mark.slow
+def test_timeout_in_a_shell_builtin_restarts_the_shell(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory(kill_grace=0.5)
+    sb.exec("cd /tmp")
+    r = sb.exec("while :; do :; done", timeout=1)
+    assert r.timed_out and r.shell_restarted and any("new shell" in n for n in r.notes)
+    assert sb.exec("pwd").output == "/tmp\n"
+
+
+def test_50mb_output_is_capped_and_saved(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory()
+    t = time.monotonic()
+    r = sb.exec("echo START; yes 0123456789abcdefghij | head -c 50000000; echo; echo END", timeout=60)
+    elapsed = time.monotonic() - t
+    assert r.exit_code == 0 and r.truncated and r.full_output_path
+    assert r.output.startswith("START\n0123456789") and r.output.endswith("\nEND\n")
+    assert len(r.output) <= sb.output_cap + 300 and r.full_output_path in r.output
+    assert elapsed < 15
+    size = sb.exec(f"stat -c %s {r.full_output_path}; tail -n 1 {r.full_output_path}").output.split()
+    assert int(size[0]) == 50_000_000 + len("START\n") + len("\nEND\n") and size[1] == "END"
+
+
+def test_files_are_owned_by_the_workspace_user(docker_sandbox_factory, tmp_path: Path) -> None:
+    ws = tmp_path / "owned"
+    ws.mkdir()
+    os.chown(ws, 1234, 1234)
+    sb = docker_sandbox_factory(ws)
+    r = sb.exec("id -u; id -g; echo $HOME; touch new.txt; mkdir made; touch $HOME/ok && echo home-ok")
+    assert r.output.split() == ["1234", "1234", "/tmp/kimi-home", "home-ok"], r.output
+    for name in ("new.txt", "made"):
+        st = (ws / name).stat()
+        assert (st.st_uid, st.st_gid) == (1234, 1234)
+
+
+def test_no_network_by_default(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory()
+    assert sb.exec("ls /sys/class/net").output.split() == ["lo"]
+    r = sb.exec("python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"")
+    assert r.exit_code != 0 and "unreachable" in r.output.lower()
+    net = docker_sandbox_factory(network=True)
+    assert "eth0" in net.exec("ls /sys/class/net").output.split()
+
+
+def test_api_key_never_enters(docker_sandbox_factory, docker_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-should-never-leak")
+    monkeypatch.setenv("KIMI_CODE_HOST_ONLY", "host-value")
+    sb = docker_sandbox_factory(env={"KIMI_API_KEY": "sk-explicit-leak", "FOO": "bar"})
+    r = sb.exec("env; tr '\\0' '\\n' </proc/1/environ")
+    assert "sk-should-never-leak" not in r.output and "MOONSHOT_API_KEY" not in r.output
+    assert "sk-explicit-leak" not in r.output and "KIMI_API_KEY" not in r.output
+    assert "host-value" not in r.output
+    assert "FOO=bar" in r.output and "HOME=/tmp/kimi-home" in r.output
+    env = docker_client.containers.get(sb.name).attrs["Config"]["Env"]
+    assert not any("sk-" in e for e in env)
+
+
+def test_ca_bundle_is_copied_and_trusted(docker_sandbox_factory, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nkimi-test\n-----END CERTIFICATE-----\n")
+    sb = docker_sandbox_factory(ca_bundle=bundle)
+    r = sb.exec(f"cat {CA_PATH}; " + "; ".join(f'echo "${v}"' for v in CA_ENV_VARS))
+    lines = r.output.splitlines()
+    assert lines[:3] == bundle.read_text().splitlines()
+    assert lines[3:] == [CA_PATH] * len(CA_ENV_VARS)
+
+
+def test_stdin_eof_background_and_binary(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory()
+    t = time.monotonic()
+    r = sb.exec("cat; read -r x; echo read=$?; python3 -c 'input()' 2>&1 | tail -1", timeout=20)
+    assert time.monotonic() - t < 5 and "read=1" in r.output and "EOFError" in r.output
+    t = time.monotonic()
+    r = sb.exec("python3 -m http.server 8123 >/dev/null 2>&1 & sleep 300 & echo started", timeout=20)
+    assert time.monotonic() - t < 3 and r.output == "started\n"
+    assert "sleep 300" in sb.exec("ps -eo args").output
+    r = sb.exec(r"printf 'ok\xff\xfe\x00'; head -c 100000 /dev/urandom")
+    assert r.exit_code == 0 and r.output.startswith("ok\ufffd\ufffd\x00")
+
+
+@pytest.mark.slow
+def test_fork_bomb_is_contained(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory(pids_limit=128, kill_grace=1.0)
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            t = time.monotonic()
+            subprocess.run(["true"], check=True)
+            latencies.append(time.monotonic() - t)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    t = time.monotonic()
+    try:
+        r = sb.exec("bomb() { bomb | bomb & }; bomb; sleep 60", timeout=4)
+    finally:
+        done.set()
+        thread.join(10)
+    assert time.monotonic() - t < 45
+    assert r.timed_out
+    assert latencies and max(latencies) < 2.0  # the host kept answering
+    r = sb.exec("echo alive; ps -e --no-headers | wc -l", timeout=30)
+    lines = r.output.split()
+    assert lines[0] == "alive" and int(lines[1]) < 20, r.output
+
+
+def test_reattach_after_the_controller_is_sigkilled(docker_sandbox_factory, tmp_path: Path) -> None:
+    holder = docker_sandbox_factory(tmp_path, start=False)  # registers cleanup for the session
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from kimi_code.sandbox.docker import DockerSandbox
+        sb = DockerSandbox({holder.session_id!r}, Path({str(tmp_path)!r}), image={TEST_IMAGE!r})
+        sb.start()
+        r = sb.exec("mkdir -p $HOME/.local/lib && echo pkg-v1 > $HOME/.local/lib/installed && echo ok")
+        print(r.output.strip(), flush=True)
+        sb.exec("sleep 600")  # killed in the middle of a command
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ok"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    sb = DockerSandbox(holder.session_id, tmp_path, image=TEST_IMAGE, client=holder.client)
+    assert sb.reattach() is True
+    assert sb.exec("cat $HOME/.local/lib/installed").output == "pkg-v1\n"
+    sb.stop(remove=False)  # kept: stopped, and a later reattach starts it again
+    again = DockerSandbox(holder.session_id, tmp_path, image=TEST_IMAGE, client=holder.client)
+    assert again.reattach() is True and again.info().status == "running"
+    assert again.exec("cat $HOME/.local/lib/installed").output == "pkg-v1\n"
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    with pytest.raises(SandboxError, match="mounts"):  # same session, another directory: refused
+        DockerSandbox(holder.session_id, elsewhere, image=TEST_IMAGE, client=holder.client).reattach()
+    again.stop()
+    assert DockerSandbox(holder.session_id, tmp_path, image=TEST_IMAGE, client=holder.client).reattach() is False
+
+
+@pytest.mark.slow
+def test_dead_container_is_restarted_and_reported(docker_sandbox_factory, docker_client) -> None:
+    sb = docker_sandbox_factory()
+    sb.exec("echo kept > /tmp/outside-workspace")
+    killer = threading.Timer(1.0, lambda: docker_client.containers.get(sb.name).kill())
+    killer.start()
+    r = sb.exec("sleep 30", timeout=60)
+    killer.join()
+    assert r.sandbox_restarted and r.shell_restarted and r.duration < 20
+    assert any("died" in n for n in r.notes)
+    assert sb.exec("cat /tmp/outside-workspace").output == "kept\n"
+    # Removed behind our back: a new container is created, and the loss is said.
+    docker_client.containers.get(sb.name).remove(force=True)
+    r = sb.exec("echo hello")
+    assert r.sandbox_restarted and any("was gone" in n for n in r.notes)
+    assert sb.exec("echo hello").output == "hello\n"
+
+
+def test_foreign_container_with_our_name_is_left_alone(docker_sandbox_factory, docker_client) -> None:
+    sb = docker_sandbox_factory(start=False)
+    foreign = docker_client.containers.create(TEST_IMAGE, ["sleep", "5"], name=sb.name)
+    try:
+        with pytest.raises(SandboxError, match="not created by kimi-code"):
+            sb.start()
+        with pytest.raises(SandboxError, match="not created by kimi-code"):
+            sb.reattach()
+        foreign.reload()
+        assert foreign.status == "created"
+    finally:
+        foreign.remove(force=True)
+
+
+def test_missing_image_names_every_way_to_get_one(docker_sandbox_factory) -> None:
+    sb = docker_sandbox_factory(image="kimi-code-test-missing:nope", start=False)
+    with pytest.raises(SandboxError) as err:
+        sb.start()
+    message = str(err.value)
+    assert "docker pull kimi-code-test-missing:nope" in message
+    assert "kimi-code sandbox build" in message and "sandbox/build-offline-image.sh" in message
+    assert "\n" not in message
+
+
+def test_daemon_not_running_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    with pytest.raises(SandboxError, match="Docker daemon is not running") as err:
+        connect(timeout=5)
+    assert "\n" not in str(err.value)
+
+
+def test_no_permission_on_the_socket_is_one_clear_line(docker_client) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to try the socket as another uid")
+    connect(timeout=5).close()  # everything the client needs is imported before the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: an unprivileged uid not in the docker group
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(4321)
+            os.setuid(4321)
+            try:
+                connect(timeout=5)
+                message = "connected?!"
+            except SandboxError as exc:
+                message = str(exc)
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        message = fh.read().decode()
+    os.waitpid(pid, 0)
+    assert message.startswith("no permission to use the Docker socket"), message
+    assert "\n" not in message
