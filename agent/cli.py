@@ -305,9 +305,9 @@ def sessions_prune(
         except Exception as exc:  # noqa: BLE001 - the repository may be gone
             err_console.print(f"  refs of {m.id} not pruned: {exc}", highlight=False)
         try:
-            from kimi_code.sandbox.manage import remove_session_containers
+            from kimi_code.sandbox.manage import prune_containers
 
-            remove_session_containers(m.id)
+            prune_containers(include_running=True, select=lambda row, sid=m.id: row.session_id == sid)
         except Exception as exc:  # noqa: BLE001 - docker may be unavailable
             err_console.print(f"  container of {m.id} not removed: {exc}", highlight=False)
         store.delete(m.id)
@@ -363,11 +363,17 @@ def doctor(
             rows.append(("endpoint", False, str(exc), True))
         need_docker = settings.sandbox == "docker"
         try:
-            from kimi_code.sandbox.images import check_docker, image_status
+            from kimi_code.sandbox.docker import connect
+            from kimi_code.sandbox.images import image_exists, missing_image_message
 
-            rows.append(("docker", True, check_docker(), need_docker))
-            ok, detail = image_status(settings.image)
-            rows.append(("sandbox image", ok, detail, need_docker))
+            client = connect(timeout=10)
+            version = client.version().get("Version", "?")
+            rows.append(("docker", True, f"daemon {version} reachable", need_docker))
+            present = image_exists(client, settings.image)
+            rows.append(("sandbox image", present,
+                         settings.image + (" present" if present else f": {missing_image_message(settings.image)}"),
+                         need_docker))
+            client.close()
         except KimiCodeError as exc:
             rows.append(("docker", False, str(exc), need_docker))
         import shutil

@@ -64,15 +64,20 @@ class Responder:
                     tool_calls=[ToolCallSpec("read_file", {"path": "notes.txt", "offset": 1 + self.done % 2})])
 
 
-def step_overheads(events_path: Path) -> list[float]:
-    """Seconds from each tool result to the next tool result: one full harness step."""
-    times = []
+def step_times(events_path: Path) -> list[tuple[int, float, int]]:
+    """(step, seconds since the previous tool result, prompt tokens of the step's request):
+    one full harness step, model round trip on the local fake server included."""
+    rows, last, prompt = [], None, 0
     with open(events_path) as fh:
         for line in fh:
             e = json.loads(line)
-            if e["type"] == "tool_result":
-                times.append(e["time"])
-    return [b - a for a, b in zip(times, times[1:])]
+            if e["type"] == "assistant":
+                prompt = e["payload"]["usage"]["prompt_tokens"]
+            elif e["type"] == "tool_result":
+                if last is not None:
+                    rows.append((e["step"], e["time"] - last, prompt))
+                last = e["time"]
+    return rows
 
 
 def main() -> None:
@@ -104,11 +109,26 @@ def main() -> None:
             summary = json.loads(proc.stdout.strip().splitlines()[-1])
             session_dir = state_dir / summary["session_id"]
             events_path = session_dir / "events.jsonl"
-            gaps = step_overheads(events_path)
+            rows = step_times(events_path)
+            gaps = [g for _, g, _ in rows]
 
             def around(n: int) -> float:
                 lo, hi = max(0, n - 50), min(len(gaps), n + 50)
                 return statistics.median(gaps[lo:hi]) * 1000 if hi > lo else float("nan")
+
+            # Step time grows with the context sent (JSON of the request on both ends), which
+            # compaction keeps bounded; the question is whether it grows with the session's length.
+            # So compare early and late steps whose requests had the same size.
+            band = 40_000
+            early: dict[int, list[float]] = {}
+            late: dict[int, list[float]] = {}
+            for step, gap, prompt in rows:
+                if step <= 1000:
+                    early.setdefault(prompt // band, []).append(gap * 1000)
+                elif step > len(rows) - 1000:
+                    late.setdefault(prompt // band, []).append(gap * 1000)
+            bands = [(b, statistics.median(early[b]), statistics.median(late[b])) for b in sorted(early)
+                     if b in late and len(early[b]) >= 20 and len(late[b]) >= 20]
 
             # Resume: reopen the finished session with --continue so it rebuilds and asks the model once.
             responder.first_request_at = None
@@ -125,9 +145,15 @@ def main() -> None:
             print(f"steps: {steps_run} in {wall:.1f} s wall; compactions: {summary['compactions']} "
                   f"(summary requests served: {responder.compactions})")
             for n in (100, 1000, min(5000, len(gaps) - 1)):
-                print(f"harness step time around step {n:>5}: {around(n):7.2f} ms (median)")
-            ratio = around(min(5000, len(gaps) - 1)) / around(100)
-            print(f"ratio last/100: {ratio:.2f} (target <= 1.3)")
+                print(f"step time around step {n:>5}: {around(n):7.2f} ms (median of 100 steps)")
+            print("step time by request size, first 1,000 steps vs last 1,000 steps (median ms):")
+            ratios = []
+            for b, e_ms, l_ms in bands:
+                ratios.append(l_ms / e_ms)
+                print(f"  {b * band // 1000:>3}k-{(b + 1) * band // 1000}k tokens: {e_ms:6.2f} -> {l_ms:6.2f}  "
+                      f"({l_ms / e_ms:.2f}x)")
+            if ratios:
+                print(f"late/early at equal request size: {statistics.median(ratios):.2f}x (target <= 1.3)")
             print(f"peak RSS of the CLI: {peak_rss_mb:.0f} MB (target < 300)")
             print(f"events file: {events_path.stat().st_size / 1e6:.1f} MB")
             print(f"resume rebuild (process start to first model request): {resume_s:.2f} s (target < 2)")

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import tarfile
 import time
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from docker.types import Mount
 
 from ..agent.errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
-from .images import require_image
+from .images import ensure_image, require_image
 from .local import secret_env_names
 from .shell import Channel, PersistentShell, SideRunError
 
@@ -299,7 +300,7 @@ class DockerSandbox:
             raise SandboxError(f"workspace {self.workspace} is not a directory")
         if self.ca_bundle and not self.ca_bundle.is_file():
             raise SandboxError(f"CA bundle {self.ca_bundle} does not exist")
-        require_image(self.client, self.image)
+        ensure_image(self.client, self.image, on_notice=lambda text: print(f"kimi-code: {text}", file=sys.stderr))
         user = self._user or default_user(self.workspace)
         labels = {
             LABEL_MANAGED: "1",

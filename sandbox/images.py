@@ -55,6 +55,24 @@ def image_exists(client: docker.DockerClient, image: str) -> bool:
         raise SandboxError(f"cannot inspect image {image}: {exc.explanation or exc}") from None
 
 
+def ensure_image(client: docker.DockerClient, image: str, *, pull: bool = True,
+                 on_notice: Callable[[str], None] | None = None) -> None:
+    """Make ``image`` present: pull it when missing (an ordinary `docker pull`-able default should
+    just work), else raise the missing-image error naming every way to get one."""
+    if image_exists(client, image):
+        return
+    if pull:
+        if on_notice is not None:
+            on_notice(f"pulling sandbox image {image} ...")
+        try:
+            client.images.pull(image)
+            return
+        except (APIError, DockerException) as exc:
+            detail = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
+            raise SandboxError(f"{missing_image_message(image)} (pull failed: {detail})") from None
+    raise SandboxError(missing_image_message(image))
+
+
 def require_image(client: docker.DockerClient, image: str) -> None:
     """Raise the missing-image error (naming every way to get one) unless ``image`` is present."""
     if not image_exists(client, image):
