@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
@@ -147,13 +146,12 @@ class RichView:
         if state is None:
             return Text("starting…")
         t = state.totals
-        head = Table.grid(padding=(0, 2))
-        head.add_row(
-            f"[bold]step {state.step}[/]",
-            f"context {state.context_tokens:,} tok",
-            f"in {t.prompt_tokens:,} · out {t.completion_tokens:,}",
-            f"cached {t.cached_share:.0%}",
-            f"[green]${t.cost:.4f}[/]",
+        head = Text.assemble(
+            (f"step {state.step}", "bold"), "  ",
+            f"context {state.context_tokens:,} tok", "  ",
+            f"in {t.prompt_tokens:,} · out {t.completion_tokens:,}", "  ",
+            f"cached {t.cached_share:.0%}", "  ",
+            (f"${t.cost:.4f}", "green"),
         )
         parts: list[Any] = [head]
         if self._tool:
