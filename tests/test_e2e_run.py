@@ -180,3 +180,68 @@ def test_ctrl_c_lets_the_tool_finish_and_exits_130(tmp_path: Path) -> None:
     types = [e["type"] for e in events]
     assert "tool_result" in types and "interrupted" in types
     assert "kimi-code resume" in err
+
+
+def test_continue_reopens_a_finished_session_with_new_instructions(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    env = cli_env(tmp_path)
+    with FakeKimi([Turn(reasoning="r1", tool_calls=[_call("finish", summary="first")])], api_key=KEY) as fake:
+        out = json.loads(run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                  "--output", "json", "task one"], env).stdout)
+        fake.add(Turn(reasoning="r2", tool_calls=[_call("write_file", path="b.txt", content="more\n")]),
+                 Turn(reasoning="r3", tool_calls=[_call("finish", summary="second")]))
+        proc = run_cli(["resume", "--last", "--continue", "also write b.txt", "--base-url", fake.base_url,
+                        "--output", "json"], env)
+        assert proc.returncode == 0, proc.stderr
+        again = json.loads(proc.stdout)
+        second_request = fake.requests[1]["messages"]
+    assert again["session_id"] == out["session_id"] and again["summary"] == "second"
+    assert (repo / "b.txt").read_text() == "more\n"
+    # The finished conversation is kept verbatim (finish call answered), then the new instructions.
+    assert [m["role"] for m in second_request[-3:]] == ["assistant", "tool", "user"]
+    assert "also write b.txt" in second_request[-1]["content"]
+
+
+def test_second_ctrl_c_stops_at_once_and_the_log_resumes(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    script = [Turn(reasoning="wait", tool_calls=[_call("shell", command="sleep 30; echo late > late.txt")])]
+    env = cli_env(tmp_path)
+    with FakeKimi(script, api_key=KEY) as fake:
+        proc = subprocess.Popen(cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                        "--output", "json", "sleep long"), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while time.time() < deadline and fake.request_count < 1:
+            time.sleep(0.05)
+        time.sleep(0.8)
+        started = time.time()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+        assert time.time() - started < 10  # did not wait for the 30 s command
+        assert proc.returncode == 130
+        # The interrupted shell call is answered as "interrupted, effect unknown" on resume.
+        fake.add(Turn(reasoning="check", tool_calls=[_call("finish", summary="checked")]))
+        proc2 = run_cli(["resume", "--last", "--base-url", fake.base_url, "--output", "json"], env)
+        assert proc2.returncode == 0, proc2.stderr
+        last = fake.requests[-1]["messages"]
+    assert last[-1]["role"] == "tool" and "interrupted" in last[-1]["content"]
+
+
+def test_sessions_prune_removes_old_sessions_and_their_refs(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    env = cli_env(tmp_path)
+    with FakeKimi([Turn(reasoning="w", tool_calls=[_call("write_file", path="b.txt", content="b\n")]),
+                   Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])], api_key=KEY) as fake:
+        sid = json.loads(run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                  "--output", "json", "t"], env).stdout)["session_id"]
+    refs = subprocess.run(["git", "-C", str(repo), "for-each-ref", "refs/kimi-code/"], capture_output=True, text=True)
+    assert sid in refs.stdout
+    kept = run_cli(["sessions", "prune", "--older-than", "1"], env)
+    assert kept.returncode == 0 and (tmp_path / "state" / sid).exists()  # too recent
+    pruned = run_cli(["sessions", "prune", "--older-than", "0"], env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not (tmp_path / "state" / sid).exists()
+    refs = subprocess.run(["git", "-C", str(repo), "for-each-ref", "refs/kimi-code/"], capture_output=True, text=True)
+    assert sid not in refs.stdout
