@@ -33,6 +33,7 @@ from openai import Stream
 
 from .config import Settings
 from .errors import ModelAPIError
+from .tokens import estimate_text_tokens
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,8 @@ class ContextOverflowError(ModelAPIError):
         self.context_window = context_window
 
 
-def estimate_tokens(text: str, nbytes: int | None = None) -> int:
-    """Tokens of a serialized request, without a tokenizer: ASCII characters / 4 + 1 per other
-    character. ``nbytes`` (the UTF-8 length, when already known) makes it O(1): non-ASCII
-    characters are counted as (bytes - characters) / 2, exact for CJK text (3 bytes each).
-    JSON punctuation and escapes make it err on the high side for the same text.
-    """
-    if nbytes is None:
-        nbytes = len(text.encode("utf-8"))
-    other = (nbytes - len(text)) // 2
-    return (len(text) - other) // 4 + other
+# The one documented estimate lives in tokens.py; re-exported for callers of the client.
+estimate_tokens = estimate_text_tokens
 
 
 class _Retry(Exception):

@@ -27,14 +27,20 @@ _encoder: list[Callable[[str], int] | None] = []
 _warned = [False]
 
 
-def estimate_text_tokens(text: str) -> int:
-    """The offline estimate: ASCII/4 + 1 per non-ASCII character (CJK is roughly 1 token each)."""
+def estimate_text_tokens(text: str, nbytes: int | None = None) -> int:
+    """The offline estimate: ASCII/4 + 1 per non-ASCII character (CJK is roughly 1 token each).
+
+    ``nbytes`` (the UTF-8 length, when already known) makes it O(1): non-ASCII characters are
+    counted as (bytes - characters) / 2, exact for CJK text (3 bytes each).
+    """
     if not text:
         return 0
-    if text.isascii():
-        return (len(text) + 3) // 4
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    return (len(text) - non_ascii + 3) // 4 + non_ascii
+    if nbytes is None:
+        if text.isascii():
+            return (len(text) + 3) // 4
+        nbytes = len(text.encode("utf-8"))
+    other = (nbytes - len(text)) // 2
+    return (len(text) - other + 3) // 4 + other
 
 
 def _load_tiktoken() -> Callable[[str], int] | None:
