@@ -195,7 +195,8 @@ def run(
     key = session_key(find_workspace(repo, no_git), text)
     result = None
     if resume_if_exists:
-        existing = [m for m in SessionStore(settings.state_dir).list() if m.key == key]
+        existing = [m for m in SessionStore(settings.state_dir).list()
+                    if m.key == key and m.status in ("running", "interrupted", "limit")]
         if existing:
             err_console.print(f"resuming session {existing[0].id} (--resume-if-exists)", highlight=False)
             result = resume_session(flags, existing[0].id, options, state_dir=settings.state_dir)
@@ -456,8 +457,8 @@ def rewind(
         session.log.load()
         session.log.append(Event(type=ev.REWIND, payload={"to_step": to, "commit": target, "restored": changed},
                                  step=to))
-        session.log.append(Event(type=ev.CHECKPOINT, payload={"commit": target, "changed": changed, "skipped": []},
-                                 step=to))
+        session.log.append(Event(type=ev.CHECKPOINT, payload={"commit": cp.head() or target, "changed": changed,
+                                                              "skipped": []}, step=to))
         message = {"role": "user", "content": prompts.rewind_notice(to)}
         session.log.append(Event(type=ev.USER_MESSAGE, payload={"message": message, "kind": "notice",
                                                                 "tokens": count_message(message)}, step=to))

@@ -127,6 +127,10 @@ class ContextOverflowError(ModelAPIError):
 estimate_tokens = estimate_text_tokens
 
 
+_UNRESOLVABLE = re.compile(r"Name or service not known|nodename nor servname|No address associated|"
+                           r"getaddrinfo failed|Temporary failure in name resolution", re.IGNORECASE)
+
+
 class _Retry(Exception):
     """A transient failure: try again (internal)."""
 
@@ -139,6 +143,7 @@ class _Retry(Exception):
         self.retry_after = retry_after
         self.error_type = error_type
         self.discarded_output = False
+        self.unresolvable = False  # the host name did not resolve
 
 
 @dataclass
@@ -290,6 +295,7 @@ class ModelClient:
         self._sleep = sleep
         self._clock = clock
         self._sdk_client: openai.OpenAI | None = None
+        self._reached = False  # a request has succeeded (a later DNS failure is an outage, not a typo)
 
     @property
     def host(self) -> str:
@@ -324,6 +330,7 @@ class ModelClient:
         session_id: str,
         input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        thinking: bool | None = None,
     ) -> bytes:
         """The exact JSON bytes sent; raises ContextOverflowError when the answer would not fit."""
         s = self.settings
@@ -334,7 +341,8 @@ class ModelClient:
             "prompt_cache_key": session_id,
         }
         if s.provider_info.kimi_thinking_field:
-            body["thinking"] = {"type": "enabled" if s.thinking_enabled else "disabled"}
+            on = s.thinking_enabled if thinking is None else thinking
+            body["thinking"] = {"type": "enabled" if on else "disabled"}
         if tools:
             body["tools"] = tools
             body["tool_choice"] = "auto"
@@ -364,6 +372,7 @@ class ModelClient:
         input_tokens: int | None = None,
         max_output_tokens: int | None = None,
         on_delta: Callable[[str, str], None] | None = None,
+        thinking: bool | None = None,
     ) -> AssistantTurn:
         """One streamed answer, retried on transient failures for ``settings.retry_window`` seconds.
 
@@ -371,15 +380,20 @@ class ModelClient:
         "content"); after a RetryNotice with ``discarded_output`` the pieces start over.
         """
         data = self.build_body(messages, tools, session_id=session_id, input_tokens=input_tokens,
-                               max_output_tokens=max_output_tokens)
+                               max_output_tokens=max_output_tokens, thinking=thinking)
         window = self.settings.retry_window
         start = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._attempt(data, on_delta)
+                turn = self._attempt(data, on_delta)
+                self._reached = True
+                return turn
             except _Retry as failure:
+                if failure.unresolvable and not self._reached:
+                    # A host name that never resolved is a typo, not an outage: say so now.
+                    raise ModelAPIError(f"{failure.reason}: check --base-url / --provider") from None
                 elapsed = self._clock() - start
                 wait = failure.retry_after
                 if wait is None or wait <= 0:  # "retry after 0" must not become a busy loop
@@ -492,7 +506,9 @@ class ModelClient:
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
             verb = "lost the connection to" if request_id else "cannot connect to"
-            return _Retry(f"{verb} {host} ({detail})", request_id=request_id)
+            retry = _Retry(f"{verb} {host} ({detail})", request_id=request_id)
+            retry.unresolvable = bool(_UNRESOLVABLE.search(detail))
+            return retry
         # An error event inside a 200 stream.
         etype, message = _error_fields(exc.body, exc.message)
         if etype in _QUOTA_TYPES or etype in ("invalid_request_error", "invalid_authentication_error",

@@ -130,12 +130,22 @@ def plan_compaction(messages: list[dict[str, Any]], tokens: list[int], recent_bu
     return CompactionPlan(keep_from=keep_from, to_summarize=messages[head_count:keep_from])
 
 
-def summary_request(system_prompt: str, task_message: dict[str, Any], history: list[dict[str, Any]],
-                    budget: int) -> list[dict[str, Any]]:
+INSTRUCTION_PREFIXES = ("# Task\n", "# Additional instructions from the user\n")
+
+
+def is_instruction(message: dict[str, Any]) -> bool:
+    """The task and the user's later instructions: carried over verbatim, never summarized away."""
+    content = message.get("content")
+    return message.get("role") == "user" and isinstance(content, str) and content.startswith(INSTRUCTION_PREFIXES)
+
+
+def summary_request(system_prompt: str, instructions: list[dict[str, Any]] | dict[str, Any],
+                    history: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     """Messages for the summary call, dropping the oldest history until it fits ``budget``."""
-    strip = [_without_reasoning(m) for m in history]
+    head = [instructions] if isinstance(instructions, dict) else list(instructions)
+    strip = [_without_reasoning(m) for m in history if not is_instruction(m)]
     total = sum(count_message(m) for m in strip)
-    fixed = count_text(system_prompt) + count_message(task_message) + count_text(SUMMARY_PROMPT) + 64
+    fixed = count_text(system_prompt) + sum(count_message(m) for m in head) + count_text(SUMMARY_PROMPT) + 64
     start = 0
     while start < len(strip) and fixed + total > budget:
         total -= count_message(strip[start])
@@ -143,7 +153,7 @@ def summary_request(system_prompt: str, task_message: dict[str, Any], history: l
     body = _as_plain_transcript(strip[start:], dropped=start)
     return [
         {"role": "system", "content": system_prompt},
-        task_message,
+        *head,
         {"role": "user", "content": body + "\n\n" + SUMMARY_PROMPT},
     ]
 

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # Loop guard: the same call repeated this many times in a row gets a reminder; STOP_REPEATS stops.
 REMIND_REPEATS = (3, 5, 8)
 STOP_REPEATS = 12
+# Replies cut off at the output limit without a tool call, in a row, before the run stops.
+MAX_CUTOFFS = 3
+# Seconds between two checkpoint bundles (CI mode).
+BUNDLE_INTERVAL = 30.0
 
 
 @dataclass
@@ -94,9 +98,11 @@ class AgentLoop:
         self._lock = threading.Lock()
         self._repeat: tuple[str, str] | None = None
         self._repeat_count = 0
+        self._cutoffs = 0
+        self._last_bundle = 0.0
         # Where to keep a git bundle of the checkpoints (CI jobs resumed on a fresh clone).
         self.bundle_path: Path | None = None
-        self._step_changed_workspace = True
+        self._step_changed_workspace = False
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
         self.pending_notices: list[str | tuple[str, str]] = []
 
@@ -128,8 +134,10 @@ class AgentLoop:
 
     # -- signals ---------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: abort a model call at once (nothing to lose), otherwise let the running
+        tool or bookkeeping end and stop before the next step. Second Ctrl-C: stop now."""
         self._interrupts += 1
-        if self._interrupts >= 2 or self._phase in ("model", "idle"):
+        if self._interrupts >= 2 or self._phase == "model":
             raise KeyboardInterrupt
         self.view.notice("stopping after the running tool (Ctrl-C again to stop now)")
 
@@ -175,7 +183,9 @@ class AgentLoop:
                 return Outcome("api_error", EXIT_MODEL_API, str(exc))
             step = self.state.step + 1
             self.record(ev.ASSISTANT, self._assistant_payload(turn), step=step)
-            if not self.state.pending:
+            if self.state.pending:
+                self._cutoffs = 0
+            else:
                 self._no_tool_calls(turn)
                 continue
             try:
@@ -204,10 +214,18 @@ class AgentLoop:
         return None
 
     # -- model -----------------------------------------------------------------------------
+    def max_output(self) -> int:
+        """Output tokens asked per request: never more than a quarter of the window, so a small
+        window (a self-hosted server) still leaves room for history."""
+        info = self.settings.model_info
+        return max(256, min(self.settings.max_output_tokens, info.max_output_tokens, info.context_window // 4))
+
     def _ask_model(self) -> AssistantTurn:
         info = self.settings.model_info
-        max_out = min(self.settings.max_output_tokens, info.max_output_tokens)
-        if self.settings.compaction and ctxmod.needs_compaction(
+        max_out = self.max_output()
+        recently = (self.state.last_compaction_step is not None
+                    and self.state.step - self.state.last_compaction_step < 2)
+        if self.settings.compaction and not recently and ctxmod.needs_compaction(
             self.state.context_tokens, info.context_window, max_out, self.settings.compaction_threshold
         ):
             self.compact()
@@ -254,6 +272,12 @@ class AgentLoop:
 
     def _no_tool_calls(self, turn: AssistantTurn) -> None:
         if turn.finish_reason == "length":
+            self._cutoffs += 1
+            if self._cutoffs >= MAX_CUTOFFS:
+                self.record(ev.FINISHED, {"status": "failure", "reason": "output_limit",
+                                          "summary": f"the model's replies hit the output limit {self._cutoffs} "
+                                                     "times in a row"})
+                return
             self._user_notice("[kimi-code] Your last reply was cut off at the output limit. Continue; keep "
                               "replies shorter and call tools.", kind="notice")
             return
@@ -264,27 +288,42 @@ class AgentLoop:
         self.record(ev.USER_MESSAGE, {"message": message, "kind": kind, "tokens": count_message(message)})
 
     # -- tools -----------------------------------------------------------------------------
+    def settle_workspace(self) -> None:
+        """Resume: checkpoint what the agent changed after its last checkpoint (a crash between a
+        tool's result and the snapshot), before anything compares the workspace with it."""
+        if self.checkpointer is not None and self.state.workspace_dirty and not self.state.pending:
+            self._step_changed_workspace = True
+            self._checkpoint()
+
     def _resolve_in_flight(self) -> None:
         """Resume: answer calls that started but left no result; run those that never started."""
         pending = list(self.state.pending)
         if not pending:
+            self.settle_workspace()
+            last = self.state.messages[-1] if self.state.messages else {}
+            if (not self.state.finished and last.get("role") == "assistant" and not last.get("tool_calls")
+                    and self.state.last_finish_reason != "length"):
+                # The final answer was recorded but not the end of the run: don't ask again.
+                self.record(ev.FINISHED, {"status": "success", "summary": str(last.get("content") or "").strip(),
+                                          "reason": "no_tool_calls"})
             self._maybe_finish()
             return
         rerun: list[PendingCall] = []
         for call in pending:
             if call.started and not self.registry.is_read_only(call.name, call.arguments):
-                message_meta = {"interrupted": True}
                 self.record(ev.TOOL_RESULT, {"call_id": call.call_id, "name": call.name, "content": INTERRUPTED_RESULT,
-                                             "is_error": True, "metadata": message_meta, "interrupted": True})
+                                             "is_error": True, "metadata": {"interrupted": True}, "interrupted": True})
             else:
                 rerun.append(call)
+        self._step_changed_workspace = True
         if rerun:
             self._run_calls(rerun)
         self._end_of_step()
 
     def _run_calls(self, calls: list[PendingCall]) -> None:
         self._phase = "tools"
-        self._step_changed_workspace = not all(self.registry.is_read_only(c.name, c.arguments) for c in calls)
+        self._step_changed_workspace = self._step_changed_workspace or not all(
+            self.registry.is_read_only(c.name, c.arguments) for c in calls)
         attachments: list[dict[str, Any]] = []
         stop_requested = [False]
 
@@ -295,7 +334,8 @@ class AgentLoop:
                 raise Interrupted()
             call = calls[i]
             self.record(ev.TOOL_STARTED, {"call_id": call.call_id, "name": call.name, "index": call.index,
-                                          "arguments": call.arguments})
+                                          "arguments": call.arguments,
+                                          "read_only": self.registry.is_read_only(call.name, call.arguments)})
 
         def on_result(i: int, result: Any) -> None:
             call = calls[i]
@@ -320,6 +360,8 @@ class AgentLoop:
             pass
         finally:
             self._phase = "idle"
+        if self.state.pending:
+            return  # interrupted mid-batch: a message now would cancel the calls that never started
         if attachments:
             content = [{"type": "text", "text": "[kimi-code] Images attached by view_image:"}, *attachments]
             message = {"role": "user", "content": content}
@@ -342,17 +384,41 @@ class AgentLoop:
     def _end_of_step(self) -> None:
         # Steps whose calls all only read cannot have changed the workspace: no snapshot needed.
         if self.checkpointer is not None and not self.state.pending and self._step_changed_workspace:
-            try:
-                cp = self.checkpointer.snapshot(self.state.step)
-                if cp is not None:
-                    self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
-                    if self.bundle_path is not None:
-                        self.checkpointer.save_bundle(self.bundle_path)
-            except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
-                log.warning("checkpoint failed: %s", exc)
-                self.view.notice(f"checkpoint failed: {exc}")
+            self._checkpoint()
+        self._step_changed_workspace = False
         self._maybe_finish()
         self.update_meta()
+
+    def _checkpoint(self) -> None:
+        try:
+            cp = self.checkpointer.snapshot(self.state.step)
+            if cp is not None:
+                self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
+            elif self.state.workspace_dirty and self.state.last_checkpoint:
+                head = self.checkpointer.head()
+                if head and head != self.state.last_checkpoint:
+                    # Snapshot taken but not recorded before a crash: record the one git has.
+                    changed = self.checkpointer.changed_files(self.state.last_checkpoint, head)
+                    self.record(ev.CHECKPOINT, {"commit": head, "changed": changed, "skipped": []})
+                else:
+                    self.record(ev.CHECKPOINT, {"commit": self.state.last_checkpoint, "changed": [], "skipped": [],
+                                                "unchanged": True})
+            if self.bundle_path is not None and time.monotonic() - self._last_bundle >= BUNDLE_INTERVAL:
+                self.save_bundle()
+        except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
+            log.warning("checkpoint failed: %s", exc)
+            self.view.notice(f"checkpoint failed: {exc}")
+
+    def save_bundle(self) -> None:
+        """Keep the checkpoints where a CI retry on a fresh clone finds them (throttled: its cost
+        grows with the session's checkpoints; also written at every end of a run)."""
+        if self.bundle_path is None or self.checkpointer is None or not self.state.last_checkpoint:
+            return
+        try:
+            self.checkpointer.save_bundle(self.bundle_path)
+            self._last_bundle = time.monotonic()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("checkpoint bundle failed: %s", exc)
 
     def _maybe_finish(self) -> None:
         """Record FINISHED once the step that called finish is complete (also after a crash)."""
@@ -367,12 +433,14 @@ class AgentLoop:
         """Summarize older history; recorded as one event so a resume rebuilds the same context."""
         state = self.state
         info = self.settings.model_info
-        max_out = min(self.settings.max_output_tokens, info.max_output_tokens)
-        threshold = ctxmod.threshold_tokens(info.context_window, max_out, self.settings.compaction_threshold)
-        head_count = 1 if state.messages and state.messages[0].get("role") == "user" else 0
+        threshold = ctxmod.threshold_tokens(info.context_window, self.max_output(), self.settings.compaction_threshold)
+        # The task and the user's later instructions at the front stay verbatim.
+        head_count = 0
+        while head_count < len(state.messages) and ctxmod.is_instruction(state.messages[head_count]):
+            head_count += 1
         recent_budget = int(threshold * ctxmod.RECENT_SHARE)
         plan = None
-        for attempt in range(4):
+        for _ in range(4):
             plan = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget, head_count)
             if plan is not None:
                 break
@@ -382,28 +450,50 @@ class AgentLoop:
                 raise ModelAPIError("the context is full and nothing can be compacted (one message is too large)")
             return False
         self.view.notice(f"compacting context ({state.context_tokens:,} tokens)")
-        task = state.messages[0] if head_count else {"role": "user", "content": prompts.task_message(state.task)}
-        summary_budget = info.context_window - ctxmod.SUMMARY_MAX_TOKENS - 4_096
-        request = ctxmod.summary_request(state.system_prompt, task, plan.to_summarize, summary_budget)
-        self._phase = "model"
-        try:
-            turn = self.client.complete(request, None, session_id=state.session_id,
-                                        max_output_tokens=ctxmod.SUMMARY_MAX_TOKENS)
-        finally:
-            self._phase = "idle"
-        summary = turn.content.strip() or "(the summary call returned no text)"
-        head = [task, ctxmod.summary_message(summary, state.todo)]
-        before = state.context_tokens
-        usage = {"prompt_tokens": turn.usage.prompt_tokens, "completion_tokens": turn.usage.completion_tokens,
-                 "cached_tokens": turn.usage.cached_tokens}
-        self.record(ev.COMPACTION, {"keep_from": plan.keep_from, "head": head, "summary": summary,
-                                    "summarized_messages": len(plan.to_summarize), "tokens_before": before,
-                                    "usage": usage, "cost": turn.cost})
-        # A compaction must end below the threshold; if the recent part alone is too big, drop more.
-        if state.context_tokens > threshold and len(state.messages) > 3:
-            plan2 = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget // 4, 2)
+        instructions = state.messages[:head_count] or [{"role": "user", "content": prompts.task_message(state.task)}]
+        # --continue instructions inside the summarized part are carried over verbatim too.
+        instructions += [m for m in plan.to_summarize if ctxmod.is_instruction(m)]
+        summary, turn = self._summarize(instructions, plan.to_summarize)
+        if summary is None:
+            self.view.notice("the summary call returned no text: dropping older history without a summary")
+            summary = ("(No summary could be written. The older part of the session was dropped; re-check the "
+                       "workspace state before continuing.)")
+        head = [*instructions, ctxmod.summary_message(summary, state.todo)]
+        payload: dict[str, Any] = {"keep_from": plan.keep_from, "head": head, "summary": summary,
+                                   "summarized_messages": len(plan.to_summarize),
+                                   "tokens_before": state.context_tokens}
+        if turn is not None:
+            payload["usage"] = {"prompt_tokens": turn.usage.prompt_tokens,
+                                "completion_tokens": turn.usage.completion_tokens,
+                                "cached_tokens": turn.usage.cached_tokens}
+            payload["cost"] = turn.cost
+        self.record(ev.COMPACTION, payload)
+        # A compaction must end below the threshold: if the recent part alone is too big, drop more.
+        if state.context_tokens > threshold and len(state.messages) > len(head) + 1:
+            plan2 = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget // 4, len(head))
             keep_from = plan2.keep_from if plan2 else len(state.messages)
-            self.record(ev.COMPACTION, {"keep_from": keep_from, "head": state.messages[:2], "summary": summary,
+            self.record(ev.COMPACTION, {"keep_from": keep_from, "head": state.messages[:len(head)], "summary": summary,
                                         "summarized_messages": 0, "tokens_before": state.context_tokens,
                                         "mechanical": True})
         return True
+
+    def _summarize(self, instructions: list[dict[str, Any]],
+                   history: list[dict[str, Any]]) -> tuple[str | None, AssistantTurn | None]:
+        """The summary call: no tools, no thinking (the whole budget goes to the note), output capped;
+        one retry with more room if it came back empty or cut off."""
+        info = self.settings.model_info
+        budget = info.context_window - ctxmod.SUMMARY_MAX_TOKENS * 2 - 4_096
+        request = ctxmod.summary_request(self.state.system_prompt, instructions, history, budget)
+        turn = None
+        text = None
+        for cap in (ctxmod.SUMMARY_MAX_TOKENS, ctxmod.SUMMARY_MAX_TOKENS * 2):
+            self._phase = "model"
+            try:
+                turn = self.client.complete(request, None, session_id=self.state.session_id,
+                                            max_output_tokens=min(cap, info.context_window // 4), thinking=False)
+            finally:
+                self._phase = "idle"
+            if turn.content.strip() and turn.finish_reason != "length":
+                text = turn.content.strip()
+                break
+        return text, turn

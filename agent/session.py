@@ -149,6 +149,7 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
     state = SessionState()
     runner = Runner(settings, session, state, workspace, options)
     registry = _registry()
+    started = False
     try:
         runner.sandbox = _make_sandbox(settings, session_id, workspace)
         info = runner.sandbox.start()
@@ -176,9 +177,17 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
             base = checkpointer.base()
             loop.record(ev.CHECKPOINT, {"commit": base.commit, "changed": [], "skipped": base.skipped, "base": True},
                         step=0)
+        started = True
         outcome = loop.run()
         return _finish(runner, outcome, checkpointer)
     finally:
+        if not started:  # never got going: not a session anyone can resume
+            try:
+                meta = session.read_meta()
+                meta.status = "error"
+                session.write_meta(meta)
+            except KimiCodeError:
+                pass
         runner.view.close()
         session.close()
 
@@ -201,8 +210,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         if not workspace.is_dir():
             raise SessionError(f"the session's repository {workspace} no longer exists")
         if state.finished and not options.continue_text:
-            meta_outcome = Outcome("success" if (state.finish or {}).get("status") == "success" else "failure",
-                                   EXIT_OK if (state.finish or {}).get("status") == "success" else 1,
+            # "Says so and exits 0": resuming a finished session is not a failure of this command.
+            meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
         settings.require_api_key()
@@ -222,7 +231,10 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             bundle = session.root / BUNDLE_FILE
             if checkpointer is not None and bundle.exists():
                 loop.bundle_path = bundle
-                _restore_from_bundle(checkpointer, state, bundle, runner.view)
+                lost = _restore_from_bundle(checkpointer, loop, bundle, runner.view)
+                if lost:
+                    notices.append(lost)
+            loop.settle_workspace()
             loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
             loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(runner.sandbox.info())})
             if checkpointer is not None and state.last_checkpoint:
@@ -244,17 +256,36 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         session.close()
 
 
-def _restore_from_bundle(checkpointer: Any, state: SessionState, bundle: Path, view: Any) -> None:
+def _restore_from_bundle(checkpointer: Any, loop: AgentLoop, bundle: Path, view: Any) -> str | None:
     """A CI retry on a fresh clone: the checkpoint refs are gone; bring them back and put the
-    workspace in the state the agent left it in."""
-    try:
-        checkpointer.load(state.last_checkpoint)
-        return  # the refs are here: same clone, nothing to do
-    except KimiCodeError:
-        pass
+    workspace in the state the agent left it in. Returns a notice for the agent when the bundle
+    was older than the session's last checkpoint (bundles are throttled)."""
+    state = loop.state
+
+    def present(commit: str) -> bool:
+        try:
+            checkpointer.load(commit)
+            return True
+        except KimiCodeError:
+            return False
+
+    if present(state.last_checkpoint):
+        return None  # the refs are here: same clone, nothing to do
     checkpointer.load_bundle(bundle)
-    restored = checkpointer.restore(state.last_checkpoint, force=True)
+    target, lost = state.last_checkpoint, None
+    if not present(target):
+        older = [(step, c) for step, c in sorted(state.checkpoints.items(), reverse=True) if present(c)]
+        if not older:
+            view.notice(f"{bundle.name} holds none of the session's checkpoints; the workspace was not restored")
+            return None
+        step, target = older[0]
+        lost = (f"[kimi-code] The session was resumed on a fresh copy of the repository. The workspace was "
+                f"restored to its state after step {step}; changes made after that step were lost. Re-check "
+                "the files you changed since then.")
+    restored = checkpointer.restore(target, force=True)
+    loop.record(ev.CHECKPOINT, {"commit": target, "changed": restored, "skipped": [], "restored_from_bundle": True})
     view.notice(f"restored {len(restored)} file(s) of the session's work from {bundle.name}")
+    return lost
 
 
 def _sticky(settings: Settings) -> dict[str, Any]:
@@ -289,6 +320,8 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
             patch = checkpointer.patch(state.last_checkpoint)
             options.patch_out.write_text(patch)
             detail["patch"] = str(options.patch_out)
+    if runner.loop is not None:
+        runner.loop.save_bundle()
     keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
     if runner.sandbox is not None:
         try:

@@ -86,6 +86,9 @@ class SessionState:
     status: str = "running"  # running | finished | interrupted | limit | failed
     finish: dict[str, Any] | None = None  # {"status", "summary", "reason"}
     pending_finish: dict[str, Any] | None = None  # the finish tool's request in the current step
+    last_finish_reason: str | None = None  # of the latest assistant turn
+    workspace_dirty: bool = False  # a call that may change files ran since the last checkpoint
+    last_compaction_step: int | None = None
     limit: dict[str, Any] | None = None
     events_applied: int = 0
 
@@ -168,12 +171,16 @@ class SessionState:
             ]
         self.step = max(self.step, e.step)
         self.pending_finish = None
+        self.last_finish_reason = p.get("finish_reason")
         # The measurement belongs to the request, i.e. to the context *before* this message.
         usage = p.get("usage") or {}
         if usage.get("prompt_tokens"):
             self.measured_prompt_tokens = int(usage["prompt_tokens"])
             self.tokens_total_at_measure = self.tokens_total
-        self._add_message(message, p.get("tokens"))
+        if calls or _has_text(message.get("content")):
+            # An empty reply (cut off at the output limit) stays in the log, never in the context:
+            # an empty assistant message breaks later requests.
+            self._add_message(message, p.get("tokens"))
         self._count_usage(usage, float(p.get("cost") or 0.0), float(p.get("cost_saved") or 0.0))
 
     def _count_usage(self, usage: dict[str, Any], cost: float, saved: float) -> None:
@@ -186,6 +193,8 @@ class SessionState:
         t.cost_saved_by_cache += saved
 
     def _on_tool_started(self, e: Event) -> None:
+        if not e.payload.get("read_only", False):
+            self.workspace_dirty = True
         for call in self.pending:
             if call.call_id == e.payload["call_id"]:
                 call.started = True
@@ -234,11 +243,15 @@ class SessionState:
         self.measured_prompt_tokens = None
         self.tokens_total_at_measure = 0
         self.compactions += 1
+        self.last_compaction_step = e.step
         usage = p.get("usage") or {}
         if usage:
             self._count_usage(usage, float(p.get("cost") or 0.0), float(p.get("cost_saved") or 0.0))
 
     def _on_checkpoint(self, e: Event) -> None:
+        self.workspace_dirty = False
+        if e.payload.get("unchanged"):
+            return  # the step changed nothing: same commit as before
         commit = e.payload.get("commit")
         if commit:
             if e.payload.get("base"):
@@ -265,6 +278,7 @@ class SessionState:
     def _on_finished(self, e: Event) -> None:
         self.status = "finished"
         self.finish = dict(e.payload)
+        self.pending_finish = None
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -303,6 +317,12 @@ class SessionState:
             "system_prompt": self.system_prompt,
             "tools": self.tools,
         }
+
+
+def _has_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content.strip())
+    return bool(content)
 
 
 # Events that a rewind does not undo (they describe the world, not the conversation).

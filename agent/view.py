@@ -71,6 +71,8 @@ def describe(event: Event, state: Any) -> str | None:
     if t == ev.COMPACTION:
         return f"  context compacted ({p.get('tokens_before', 0):,} tokens before)"
     if t == ev.CHECKPOINT:
+        if p.get("unchanged"):
+            return None
         return f"  checkpoint {str(p.get('commit', ''))[:10]} ({len(p.get('changed') or [])} file(s))"
     if t == ev.LIMIT:
         return f"limit reached: {p.get('kind')} ({p.get('value')} of {p.get('limit')})"

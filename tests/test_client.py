@@ -380,3 +380,16 @@ def test_ping():
             make_client(fake, api_key="sk-wrong").ping()
         with pytest.raises(ModelAPIError, match="model kimi-k9 not found"):
             make_client(fake, model="kimi-k9").ping()
+
+
+def test_unresolvable_host_fails_fast_before_any_success() -> None:
+    from kimi_code.agent.config import load_settings
+    from kimi_code.agent.errors import ModelAPIError
+
+    settings = load_settings({"base_url": "http://no-such-host.invalid/v1"}, environ={"MOONSHOT_API_KEY": "k"},
+                             config_path=None)
+    waits: list[float] = []
+    client = ModelClient(settings, sleep=waits.append)
+    with pytest.raises(ModelAPIError, match="check --base-url"):
+        client.complete([USER], session_id="s")
+    assert waits == []

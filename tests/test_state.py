@@ -129,3 +129,12 @@ def test_rewind_restores_conversation_but_not_spending() -> None:
     assert len(after.messages) == 3
     assert after.checkpoints == {1: "c1"}
     assert after.totals.cost == before.totals.cost  # money spent stays spent
+
+
+def test_empty_reply_stays_in_the_log_but_not_in_the_context() -> None:
+    empty = Event(ev.ASSISTANT, {"message": {"role": "assistant", "content": "", "reasoning_content": "long think"},
+                                 "usage": {"prompt_tokens": 10, "completion_tokens": 5000}, "cost": 0.02,
+                                 "finish_reason": "length"}, step=1)
+    state = SessionState.fold(_start() + [empty])
+    assert [m["role"] for m in state.messages] == ["user"]
+    assert state.step == 1 and state.totals.completion_tokens == 5000 and state.last_finish_reason == "length"
