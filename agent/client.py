@@ -408,7 +408,7 @@ class ModelClient:
                         status=failure.status, error_type=failure.error_type,
                         request_id=failure.request_id, retryable=True,
                     ) from None
-                log.warning("model API attempt %d failed: %s (request id %s); retrying in %.1f s",
+                log.info("model API attempt %d failed: %s (request id %s); retrying in %.1f s",
                             attempt, failure.reason, failure.request_id, wait)
                 if self.on_retry is not None:
                     self.on_retry(RetryNotice(attempt, wait, failure.reason, failure.status,

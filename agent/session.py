@@ -302,6 +302,8 @@ def _sandbox_payload(info: Any) -> dict[str, Any]:
 def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     """End of a run: export results, stop (or keep) the sandbox, build the summary."""
     state = runner.state
+    if os.environ.get("KIMI_CODE_VERIFY_REPLAY") == "1":
+        _verify_replay(runner)
     options = runner.options
     detail: dict[str, Any] = {}
     ended = outcome.status not in ("interrupted",)
@@ -338,6 +340,16 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
             pass
     outcome.detail.update(detail)
     return RunResult(outcome, runner.session.id, state, build_summary(runner.session.id, state, outcome))
+
+
+def _verify_replay(runner: Runner) -> None:
+    """Test aid (KIMI_CODE_VERIFY_REPLAY=1): the log on disk must fold into exactly the live state,
+    or some change of state was never recorded and a resume would lose it."""
+    replayed = SessionState.fold(runner.session.log.load()).snapshot()
+    live = runner.state.snapshot()
+    diff = sorted(k for k in live if live[k] != replayed.get(k))
+    if diff:
+        raise RuntimeError(f"session {runner.session.id}: replayed state differs from the live one in {diff}")
 
 
 def _commit_message(state: SessionState, outcome: Outcome) -> str:

@@ -35,6 +35,8 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "KIMI_CODE_STATE_DIR": str(tmp_path / "state"),
         "KIMI_CODE_CONFIG": str(tmp_path / "no-config.toml"),
         "KIMI_CODE_RETRY_WINDOW": "5",
+        # Every CLI run in the tests checks that its log replays into its live state.
+        "KIMI_CODE_VERIFY_REPLAY": "1",
     })
     env.update(extra)
     return env
