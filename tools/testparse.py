@@ -84,6 +84,37 @@ def _dedupe(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))[:MAX_FAILING_IDS]
 
 
+def _collect_blocks(
+    lines: list[str],
+    start: Callable[[int, str], str | None],
+    end: Callable[[str, list[str]], bool] = lambda line, block: False,
+) -> tuple[list[str], list[str]]:
+    """The failure blocks in ``lines``, trimmed, and the key of each (its test id, as a rule).
+
+    A block opens at line ``i`` when ``start(i, line)`` gives a key, and runs to the next opening,
+    to the end, or up to (not including) a line for which ``end(line, block_so_far)`` holds.
+    """
+    keys: list[str] = []
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for i, line in enumerate(lines):
+        key = start(i, line)
+        if key is not None:
+            if current:
+                blocks.append(trim_block(current))
+            keys.append(key)
+            current = [line]
+        elif current is not None:
+            if end(line, current):
+                blocks.append(trim_block(current))
+                current = None
+            else:
+                current.append(line)
+    if current:
+        blocks.append(trim_block(current))
+    return keys, blocks
+
+
 # -- pytest -------------------------------------------------------------------------------------
 
 _PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|rerun)")
@@ -95,6 +126,12 @@ _PYTEST_BANNER = re.compile(r"^=+ (.*?) =+$")
 _PYTEST_BLOCK = re.compile(r"^_{3,} (.+?) _{3,}$")
 _PYTEST_SHORT = re.compile(r"^(FAILED|ERROR) (\S+)(?: - .*)?$")
 _PYTEST_VERBOSE = re.compile(r"^(\S+::\S+) (FAILED|ERROR)\b")
+
+
+def _pytest_banner(line: str) -> str | None:
+    """The title of a section banner (``=== FAILURES ===``); a test's ``___ name ___`` is none."""
+    m = _PYTEST_BANNER.match(line)
+    return m.group(1) if m and not _PYTEST_BLOCK.match(line) else None
 
 
 def parse_pytest(text: str) -> TestSummary | None:
@@ -126,28 +163,19 @@ def parse_pytest(text: str) -> TestSummary | None:
     if not ids:
         ids = [m.group(1) for m in map(_PYTEST_VERBOSE.match, lines) if m]
     s.failing = _dedupe(ids)
-    blocks: list[str] = []
-    in_section = False
-    current: list[str] | None = None
+    # Blocks stand under the FAILURES and ERRORS banners; any banner ends the one before it.
+    in_failures: list[bool] = []
+    section = False
     for line in lines:
-        banner = _PYTEST_BANNER.match(line)
-        if banner and not _PYTEST_BLOCK.match(line):
-            if current:
-                blocks.append(trim_block(current))
-            current = None
-            in_section = banner.group(1) in ("FAILURES", "ERRORS")
-            continue
-        if not in_section:
-            continue
-        block = _PYTEST_BLOCK.match(line)
-        if block:
-            if current:
-                blocks.append(trim_block(current))
-            current = [line]
-        elif current is not None:
-            current.append(line)
-    if current:
-        blocks.append(trim_block(current))
+        title = _pytest_banner(line)
+        if title is not None:
+            section = title in ("FAILURES", "ERRORS")
+        in_failures.append(section)
+    _, blocks = _collect_blocks(
+        lines,
+        lambda i, line: line if in_failures[i] and _PYTEST_BLOCK.match(line) else None,
+        lambda line, _: _pytest_banner(line) is not None,
+    )
     s.failures = join_blocks(blocks)
     if "Interrupted:" in text:
         s.notes.append(next(ln.strip("! ") for ln in lines if "Interrupted:" in ln))
@@ -188,30 +216,20 @@ def parse_unittest(text: str) -> TestSummary | None:
     if xfail:
         s.notes.append(f"{xfail} expected failures")
     s.passed = max(0, total - s.failed - s.errors - s.skipped - xfail)
-    ids: list[str] = []
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for i, line in enumerate(lines[:ran_at]):
+
+    def head(i: int, line: str) -> str | None:  # "FAIL: test (module.Class)" under a rule of "="
         m = _UT_HEAD.match(line)
-        if m and i > 0 and set(lines[i - 1].strip()) == {"="}:
-            if current:
-                blocks.append(trim_block(current))
-            name, where, rest = m.group(2), m.group(3), m.group(4).strip()
-            test_id = where if where.endswith("." + name) else f"{where}.{name}"
-            ids.append(f"{test_id} {rest}".strip())
-            current = [line]
-            continue
-        if current is not None:
-            if set(line.strip()) == {"="} and len(line.strip()) >= 20:
-                blocks.append(trim_block(current))
-                current = None
-            elif set(line.strip()) == {"-"} and len(line.strip()) >= 20 and len(current) > 2:
-                blocks.append(trim_block(current))
-                current = None
-            else:
-                current.append(line)
-    if current:
-        blocks.append(trim_block(current))
+        if not (m and i > 0 and set(lines[i - 1].strip()) == {"="}):
+            return None
+        name, where, rest = m.group(2), m.group(3), m.group(4).strip()
+        test_id = where if where.endswith("." + name) else f"{where}.{name}"
+        return f"{test_id} {rest}".strip()
+
+    def rule(line: str, block: list[str]) -> bool:  # the "=" before the next test, the "-" after the last
+        bar = line.strip()
+        return len(bar) >= 20 and (set(bar) == {"="} or (set(bar) == {"-"} and len(block) > 2))
+
+    ids, blocks = _collect_blocks(lines[:ran_at], head, rule)
     s.failing = _dedupe(ids)
     s.failures = join_blocks(blocks)
     return s
@@ -233,28 +251,13 @@ def parse_jest(text: str) -> TestSummary | None:
     s.passed = counts.get("passed", 0)
     s.failed = counts.get("failed", 0)
     s.skipped = counts.get("skipped", 0) + counts.get("todo", 0) + counts.get("pending", 0)
-    ids, blocks = [], []
-    current: list[str] | None = None
-    for line in lines:
-        m = _JEST_BULLET.match(line)
-        if m:
-            if current:
-                blocks.append(trim_block(current))
-            current = [line]
-            if m.group(1).strip() == "Test suite failed to run":
-                s.errors += 1
-            else:
-                ids.append(m.group(1).strip())
-            continue
-        if current is not None:
-            if re.match(r"^(PASS|FAIL) \S", line) or line.startswith(("Test Suites:", "Tests:")):
-                blocks.append(trim_block(current))
-                current = None
-            else:
-                current.append(line)
-    if current:
-        blocks.append(trim_block(current))
-    s.failing = _dedupe(ids)
+    titles, blocks = _collect_blocks(
+        lines,
+        lambda _, line: m.group(1).strip() if (m := _JEST_BULLET.match(line)) else None,
+        lambda line, _: bool(re.match(r"^(PASS|FAIL) \S", line)) or line.startswith(("Test Suites:", "Tests:")),
+    )
+    s.errors += titles.count("Test suite failed to run")
+    s.failing = _dedupe([t for t in titles if t != "Test suite failed to run"])
     s.failures = join_blocks(blocks)
     return s
 
@@ -354,20 +357,10 @@ def parse_node_test(text: str) -> TestSummary | None:
         except StopIteration:
             at = None
         if at is not None:
-            current: list[str] | None = None
-            for line in lines[at + 1:]:
-                m = re.match(r"^✖ (.*?)(?: \([\d.]+m?s\))?$", line)
-                if m:
-                    if current:
-                        blocks.append(trim_block(current))
-                    ids.append(m.group(1))
-                    current = [line]
-                elif line.startswith("test at "):
-                    continue
-                elif current is not None:
-                    current.append(line)
-            if current:
-                blocks.append(trim_block(current))
+            ids, blocks = _collect_blocks(
+                [ln for ln in lines[at + 1:] if not ln.startswith("test at ")],
+                lambda _, line: m.group(1) if (m := re.match(r"^✖ (.*?)(?: \([\d.]+m?s\))?$", line)) else None,
+            )
     s.failing = _dedupe(ids)
     s.failures = join_blocks(blocks)
     return s
@@ -390,22 +383,11 @@ def parse_cargo(text: str) -> TestSummary | None:
         s.failed += int(m.group(2))
         s.skipped += int(m.group(3))
     ids = [m.group(1) for m in (re.match(r"^test (\S+) \.\.\. FAILED$", ln) for ln in lines) if m]
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in lines:
-        m = re.match(r"^---- (\S+) stdout ----$", line)
-        if m:
-            if current:
-                blocks.append(trim_block(current))
-            current = [line]
-        elif current is not None:
-            if line == "failures:" or line.startswith("test result:"):
-                blocks.append(trim_block(current))
-                current = None
-            else:
-                current.append(line)
-    if current:
-        blocks.append(trim_block(current))
+    _, blocks = _collect_blocks(
+        lines,
+        lambda _, line: line if re.match(r"^---- (\S+) stdout ----$", line) else None,
+        lambda line, _: line == "failures:" or line.startswith("test result:"),
+    )
     if compile_error:
         s.errors += 1
         s.notes.append("compilation failed")
@@ -443,21 +425,11 @@ def parse_go(text: str) -> TestSummary | None:
     s.errors = sum(1 for ln in pkg_fail if "[build failed]" in ln or "[setup failed]" in ln)
     if s.passed is None:
         s.notes.append(f"{len(pkg_ok)} packages ok, {len(pkg_fail)} failed (run with -v to count passes)")
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in lines:
-        if re.match(r"^\s*--- FAIL: ", line) or line.startswith("# "):
-            if current:
-                blocks.append(trim_block(current))
-            current = [line]
-        elif current is not None:
-            if re.match(r"^(=== RUN|--- PASS|ok\s|FAIL$|FAIL\s|PASS$)", line):
-                blocks.append(trim_block(current))
-                current = None
-            else:
-                current.append(line)
-    if current:
-        blocks.append(trim_block(current))
+    _, blocks = _collect_blocks(
+        lines,
+        lambda _, line: line if re.match(r"^\s*--- FAIL: ", line) or line.startswith("# ") else None,
+        lambda line, _: bool(re.match(r"^(=== RUN|--- PASS|ok\s|FAIL$|FAIL\s|PASS$)", line)),
+    )
     s.failing = _dedupe(leaves + [ln.split()[1] for ln in pkg_fail if "[build failed]" in ln])
     s.failures = join_blocks(blocks)
     return s
