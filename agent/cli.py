@@ -348,9 +348,11 @@ def doctor(
     except KimiCodeError as exc:
         rows.append(("config", False, str(exc), True))
     if settings is not None:
-        has_key = settings.api_key is not None
+        has_key = settings.api_key is not None or not settings.key_required
         envs = " or ".join(settings.provider_info.key_envs[:2])
-        rows.append(("API key", has_key, "set" if has_key else f"missing: set {envs}", True))
+        key_text = "set" if settings.api_key is not None else (
+            "not set (not required by this endpoint)" if has_key else f"missing: set {envs}")
+        rows.append(("API key", has_key, key_text, True))
         try:
             url = settings.effective_base_url
             if has_key:

@@ -213,8 +213,21 @@ class Settings(BaseModel):
     def thinking_enabled(self) -> bool:
         return self.model_info.thinks if self.thinking is None else self.thinking
 
+    @property
+    def key_required(self) -> bool:
+        """Hosted providers need a key; a self-hosted server (the openai-compatible preset, or a
+        --base-url that is none of the presets' hosts) often does not."""
+        if self.provider == "openai-compatible":
+            return False
+        if self.base_url:
+            preset_urls = {p.base_url.rstrip("/") for p in PROVIDERS.values() if p.base_url}
+            return self.base_url.rstrip("/") in preset_urls
+        return True
+
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
+            if not self.key_required:
+                return "not-needed"  # OpenAI-compatible servers without auth ignore the header
             envs = " or ".join(self.provider_info.key_envs[:2])
             raise ConfigError(f"no API key: set {envs}")
         return self.api_key.get_secret_value()

@@ -28,6 +28,19 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
         == "http://h:1/v1"
 
 
+def test_key_optional_only_for_self_hosted_endpoints(tmp_path: Path) -> None:
+    none = tmp_path / "none.toml"
+    hosted = load_settings({}, environ={}, config_path=none)
+    with pytest.raises(ConfigError, match="no API key: set MOONSHOT_API_KEY"):
+        hosted.require_api_key()
+    with pytest.raises(ConfigError):  # a preset's own URL given explicitly still needs its key
+        load_settings({"base_url": "https://api.moonshot.cn/v1"}, environ={}, config_path=none).require_api_key()
+    local = load_settings({"base_url": "http://127.0.0.1:8000/v1"}, environ={}, config_path=none)
+    assert local.require_api_key() == "not-needed"
+    assert load_settings({"provider": "openai-compatible", "base_url": "http://gpu:8000/v1"}, environ={},
+                         config_path=none).require_api_key() == "not-needed"
+
+
 def test_bad_config_is_one_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text("modle = 1\n")
