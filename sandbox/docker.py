@@ -295,6 +295,21 @@ class DockerSandbox:
             tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
+    def _mounts(self) -> list[Mount]:
+        """The workspace read-write, and its ``.git`` directory read-only on top.
+
+        kimi-code runs git on the host against this repository (checkpoints, list_files, search).
+        A writable ``.git`` would let code in the sandbox plant hooks, an fsmonitor command, filter
+        or diff drivers, or config includes that the host's git would then execute: a way out of
+        the sandbox. Read-only, the agent can still inspect history (status, diff, log, show,
+        blame) but not change refs; its work is recorded by kimi-code's checkpoints instead.
+        """
+        mounts = [Mount(target=WORKSPACE, source=str(self.workspace), type="bind", read_only=False)]
+        git_dir = self.workspace / ".git"
+        if git_dir.is_dir() and not git_dir.is_symlink():
+            mounts.append(Mount(target=f"{WORKSPACE}/.git", source=str(git_dir), type="bind", read_only=True))
+        return mounts
+
     def _create(self) -> Any:
         if not self.workspace.is_dir():
             raise SandboxError(f"workspace {self.workspace} is not a directory")
@@ -318,7 +333,7 @@ class DockerSandbox:
             user=user,
             working_dir=WORKSPACE,
             environment=self.environment(),
-            mounts=[Mount(target=WORKSPACE, source=str(self.workspace), type="bind", read_only=False)],
+            mounts=self._mounts(),
             mem_limit=self.memory,
             memswap_limit=self.memory,
             nano_cpus=int(self.cpus * 1e9),

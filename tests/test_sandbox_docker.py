@@ -308,3 +308,24 @@ def test_no_permission_on_the_socket_is_one_clear_line(docker_client) -> None:
     os.waitpid(pid, 0)
     assert message.startswith("no permission to use the Docker socket"), message
     assert "\n" not in message
+
+
+@pytest.mark.docker
+def test_git_dir_is_read_only_inside_so_host_git_cannot_be_subverted(docker_sandbox_factory, tmp_path: Path) -> None:
+    """Hooks, fsmonitor or filter drivers planted in .git would run on the host when kimi-code's
+    checkpoints run git there: the sandbox must not be able to write .git at all."""
+    import subprocess
+
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / "a.txt").write_text("a\n")
+    sandbox = docker_sandbox_factory(ws)
+    planted = sandbox.exec(
+        "printf '#!/bin/sh\\ntouch /workspace/PWNED\\n' > .git/hooks/reference-transaction; echo hook=$?; "
+        "git config core.fsmonitor 'touch /workspace/PWNED'; echo cfg=$?; git status --short; echo status=$?"
+    )
+    assert "hook=0" not in planted.output and "cfg=0" not in planted.output
+    assert "status=0" in planted.output and "a.txt" in planted.output  # history is still readable
+    assert not (ws / ".git" / "hooks" / "reference-transaction").exists()
+    assert (sandbox.exec("echo ok > b.txt && cat b.txt").output.strip() == "ok")  # the worktree stays writable
