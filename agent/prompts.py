@@ -33,7 +33,7 @@ you checked it (status "failure" if you could not do the task, saying why).
 - Commands run in: {sandbox}
 - Operating system there: {os_release}
 - Network access from commands: {network}
-{instructions}"""
+{git_note}{instructions}"""
 
 
 def read_instruction_files(repo: Path) -> str:
@@ -54,8 +54,17 @@ def read_instruction_files(repo: Path) -> str:
     return "\n# Project instructions (from the repository)\n" + "\n\n".join(parts) + "\n"
 
 
-def build_system_prompt(*, workspace: str, sandbox: str, os_release: str | None, network: bool, repo: Path) -> str:
+GIT_READ_ONLY_NOTE = (
+    "- The repository's .git directory is read-only: use git to inspect history (status, diff, log, "
+    "show, blame), but do not commit, stash or switch branches; your changes are checkpointed "
+    "automatically and handed to the user at the end.\n"
+)
+
+
+def build_system_prompt(*, workspace: str, sandbox: str, os_release: str | None, network: bool, repo: Path,
+                        git_read_only: bool = False) -> str:
     return SYSTEM_TEMPLATE.format(
+        git_note=GIT_READ_ONLY_NOTE if git_read_only else "",
         workspace=workspace,
         sandbox=sandbox,
         os_release=os_release or "unknown",

@@ -162,6 +162,7 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
             sandbox=("a Docker container (" + (info.image or "") + ")") if info.backend == "docker"
             else "the host machine (no sandbox)",
             os_release=info.os_release, network=settings.network, repo=workspace,
+            git_read_only=info.backend == "docker" and (workspace / ".git").is_dir(),
         )
         tools = registry.schemas()
         loop.record(ev.SESSION_STARTED, {
