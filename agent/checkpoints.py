@@ -55,7 +55,10 @@ IDENTITY_NAME = "kimi-code"
 IDENTITY_EMAIL = "kimi-code@localhost"
 # Config for every command: a split index would put our index's data in shared files that the
 # user's gc expires; hooks (reference-transaction) are the user's, not ours to trigger.
-_CONFIG = ("-c", "core.splitIndex=false", "-c", "core.hooksPath=/dev/null")
+# Host-side git must never run code the sandbox could have planted: no hooks, no fsmonitor.
+_CONFIG = ("-c", "core.splitIndex=false", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+# A git command that takes longer (e.g. reading a FIFO planted as .gitignore) is killed.
+GIT_TIMEOUT = 120.0
 # Diffs that `git apply -p1` accepts whatever the user's diff config says.
 _DIFF_CONFIG = (
     "-c", "diff.noprefix=false", "-c", "diff.mnemonicPrefix=false", "-c", "diff.relative=false",
@@ -118,7 +121,9 @@ def _user_facing(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 class Checkpointer:
     """Checkpoints of one session in one git work tree. See the module docstring for the rules."""
 
-    def __init__(self, repo: Path, session_id: str, *, max_file_bytes: int = 5_000_000) -> None:
+    def __init__(self, repo: Path, session_id: str, *, max_file_bytes: int = 5_000_000,
+                 git_timeout: float = GIT_TIMEOUT) -> None:
+        self.git_timeout = git_timeout
         if not _SESSION_RE.match(session_id) or session_id.endswith(".lock") or ".." in session_id:
             raise CheckpointError(f"invalid session id for a git ref: {session_id!r}")
         root = Path(repo).resolve()
@@ -179,7 +184,8 @@ class Checkpointer:
                     fh.write(stdin or b"")
                     fh.seek(0)
                 return self._repo.git.execute(
-                    cmd, istream=fh, env=full_env, stdout_as_string=False, strip_newline_in_stdout=False
+                    cmd, istream=fh, env=full_env, stdout_as_string=False, strip_newline_in_stdout=False,
+                    kill_after_timeout=self.git_timeout,
                 )
             except GitCommandError as exc:
                 if attempt == 0 and self._clear_stale_lock(exc):

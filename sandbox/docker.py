@@ -94,6 +94,10 @@ def _api_error(what: str, exc: APIError) -> SandboxError:
     return SandboxError(f"{what}: {detail}")
 
 
+# Clears setuid/setgid bits on workspace files (run inside the container, as its user).
+SETID_SWEEP = f"find {WORKSPACE} -xdev -type f -perm /6000 -exec chmod ug-s {{}} + 2>/dev/null; true"
+
+
 def default_user(workspace: Path) -> str:
     """The host user's uid:gid; when that is root, the workspace owner's (so a root-run agent
     working on a user's repository still leaves files owned by that user)."""
@@ -408,6 +412,7 @@ class DockerSandbox:
         if self._container is None:
             self.start()
         result = self._shell.run(command, self.default_timeout if timeout is None else timeout)
+        self._strip_setid_bits()
         if result.exit_code == 137 and not result.sandbox_restarted:
             kills = self._oom_kills()
             if kills is not None and kills > self._oom_seen:
@@ -430,8 +435,27 @@ class DockerSandbox:
                 return int(value)
         return None
 
+    def _runs_as_root(self) -> bool:
+        if self._container is None:
+            return False
+        user = str((self._container.attrs.get("Config") or {}).get("User") or "0")
+        return user.split(":")[0] in ("0", "root")
+
+    def _strip_setid_bits(self) -> None:
+        """A container running as root (the CLI run as root on a root-owned workspace, as in CI) can
+        create setuid-root files in the bind-mounted workspace, which a host user could then run:
+        clear those bits after every command and before the sandbox ends."""
+        if not self._runs_as_root():
+            return
+        try:
+            self.run_side(["sh", "-c", SETID_SWEEP], 60.0)
+        except SandboxError as exc:
+            log.warning("could not clear setuid bits in the workspace: %s", exc)
+
     def stop(self, remove: bool = True) -> None:
         """Close the shell; remove the container, or with ``remove=False`` stop it for a later reattach."""
+        if self._container is not None and self._status != "stopped":
+            self._strip_setid_bits()
         self._shell.close()
         self._status = "stopped"
         container, self._container = self._container, None

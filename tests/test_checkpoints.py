@@ -517,3 +517,35 @@ def test_bundle_carries_session_to_a_fresh_clone(repo: Path, tmp_path: Path) -> 
     assert again.head() == cp.head()
     again.restore(again.head() or "", force=True)
     assert files_state(clone) == {k: v for k, v in at_s2.items() if not k.endswith(".log") and not k.startswith("build/")}
+
+
+def test_a_fifo_planted_as_gitignore_cannot_hang_a_snapshot(tmp_path: Path) -> None:
+    import os
+    import time as _time
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.txt").write_text("a\n")
+    cp = Checkpointer(repo, "fifo", git_timeout=3)
+    cp.base()
+    (repo / "sub").mkdir()
+    os.mkfifo(repo / "sub" / ".gitignore")
+    started = _time.monotonic()
+    with pytest.raises(CheckpointError):
+        cp.snapshot(1)
+    assert _time.monotonic() - started < 30
+
+
+def test_planted_fsmonitor_is_not_run_by_snapshots(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.txt").write_text("a\n")
+    marker = tmp_path / "PWNED"
+    subprocess.run(["git", "-C", str(repo), "config", "core.fsmonitor", f"touch {marker}; true"], check=True)
+    cp = Checkpointer(repo, "fsm")
+    cp.base()
+    (repo / "a.txt").write_text("b\n")
+    assert cp.snapshot(1) is not None
+    assert not marker.exists()

@@ -329,3 +329,18 @@ def test_git_dir_is_read_only_inside_so_host_git_cannot_be_subverted(docker_sand
     assert "status=0" in planted.output and "a.txt" in planted.output  # history is still readable
     assert not (ws / ".git" / "hooks" / "reference-transaction").exists()
     assert (sandbox.exec("echo ok > b.txt && cat b.txt").output.strip() == "ok")  # the worktree stays writable
+
+
+@pytest.mark.docker
+def test_setuid_files_created_as_root_are_defused(docker_sandbox_factory, tmp_path: Path) -> None:
+    """Running as root (CI: root CLI, root-owned checkout), the sandbox could leave a setuid-root
+    shell in the workspace for a host user to run: the bits are cleared after every command."""
+    ws = tmp_path / "rootws"
+    ws.mkdir()
+    os.chown(ws, 0, 0)
+    sandbox = docker_sandbox_factory(ws)
+    if not sandbox._runs_as_root():
+        pytest.skip("the sandbox does not run as root here")
+    out = sandbox.exec("cp /bin/sh rootsh && chmod 4755 rootsh && stat -c %a rootsh").output
+    assert "4755" in out  # it was set inside the command...
+    assert not (ws / "rootsh").stat().st_mode & 0o6000  # ...and cleared before the result came back

@@ -280,3 +280,24 @@ def test_bounded_diff_numbers_hunks_in_the_whole_file() -> None:
     assert diff.split("\n")[:3] == ["--- a/f", "+++ b/f", "@@ -498,7 +498,7 @@"]
     assert "-l500\n+L500" in diff
     assert files.bounded_diff(old, old, "f") == ""
+
+
+def test_huge_sparse_file_does_not_stall_read_file(tmp_path: Path, monkeypatch) -> None:
+    import json
+    import time
+
+    from kimi_code.sandbox.local import LocalSandbox
+    from kimi_code.tools import files as files_mod
+    from kimi_code.tools.builtin import default_registry
+    from kimi_code.tools.registry import ToolContext
+
+    monkeypatch.setattr(files_mod, "SCAN_CAP", 8 << 20)
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as fh:
+        fh.write(b"text line\n" * 1000)
+        fh.truncate(50 << 30)  # 50 GB, sparse: nothing but zeros after the first 10 KB
+    ctx = ToolContext(workspace=tmp_path, sandbox=LocalSandbox("s", tmp_path))
+    started = time.monotonic()
+    result = default_registry().run("read_file", json.dumps({"path": "big.txt", "offset": 5000}), ctx)
+    assert time.monotonic() - started < 10
+    assert result.is_error and "beyond the first 8 MB" in result.text

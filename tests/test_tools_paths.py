@@ -142,3 +142,34 @@ def test_missing_file_suggests_close_names(ws: Path) -> None:
     assert "did you mean src/a.py?" in res.text
     res = call(ws, "read_file", path="nodir/a.py")
     assert res.is_error and "nodir does not exist" in res.text
+
+
+def test_file_tools_never_write_inside_dot_git(tmp_path: Path) -> None:
+    """Host-side git reads .git/config and hooks: a tool write there would be host code execution."""
+    import json
+    import subprocess
+
+    from kimi_code.sandbox.local import LocalSandbox
+    from kimi_code.tools.builtin import default_registry
+    from kimi_code.tools.registry import ToolContext
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "link").symlink_to(".git")
+    config_before = (tmp_path / ".git" / "config").read_bytes()
+    ctx = ToolContext(workspace=tmp_path, sandbox=LocalSandbox("s", tmp_path))
+    reg = default_registry()
+    attempts = [
+        ("write_file", {"path": ".git/config", "content": "[core]\n\tfsmonitor = touch PWNED\n"}),
+        ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\ntouch PWNED\n"}),
+        ("write_file", {"path": "link/hooks/reference-transaction", "content": "x"}),
+        ("write_file", {"path": "/workspace/.git/info/attributes", "content": "* filter=x"}),
+        ("edit_file", {"path": ".git/config", "old_string": "[core]", "new_string": "[core]\n\tfsmonitor = x"}),
+    ]
+    for name, args in attempts:
+        result = reg.run(name, json.dumps(args), ctx)
+        assert result.is_error and ".git" in result.text, (name, args, result.text)
+    assert (tmp_path / ".git" / "config").read_bytes() == config_before
+    assert not (tmp_path / ".git" / "hooks" / "pre-commit").exists()
+    assert not (tmp_path / ".git" / "hooks" / "reference-transaction").exists()
+    # Reading stays allowed.
+    assert not reg.run("read_file", json.dumps({"path": ".git/config"}), ctx).is_error

@@ -250,3 +250,21 @@ def test_search_does_not_follow_symlinks_out(tmp_path: Path) -> None:
     (ws / "ok.txt").write_text("password=fine\n")
     res = call(ws, "search", pattern="password")
     assert res.text == "ok.txt:1: password=fine"
+
+
+def test_catastrophic_pattern_is_stopped_by_the_time_budget(tmp_path: Path, monkeypatch) -> None:
+    import json
+    import time
+
+    from kimi_code.sandbox.local import LocalSandbox
+    from kimi_code.tools import search as search_mod
+    from kimi_code.tools.builtin import default_registry
+    from kimi_code.tools.registry import ToolContext
+
+    monkeypatch.setattr(search_mod, "SEARCH_TIME_BUDGET", 2.0)
+    (tmp_path / "t.txt").write_text("a" * 60 + "b\n")
+    ctx = ToolContext(workspace=tmp_path, sandbox=LocalSandbox("s", tmp_path))
+    started = time.monotonic()
+    result = default_registry().run("search", json.dumps({"pattern": "(a|aa)+$", "path": "t.txt"}), ctx)
+    assert time.monotonic() - started < 10
+    assert "incomplete" in result.text

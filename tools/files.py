@@ -11,7 +11,7 @@ from collections import Counter
 from typing import BinaryIO
 
 from .image import sniff_image
-from .paths import PathError, WorkspacePath, lstat, open_read, read_bytes, resolve, write_bytes
+from .paths import PathError, WorkspacePath, lstat, open_read, read_bytes, resolve, resolve_for_write, write_bytes
 from .registry import ToolContext, ToolError, ToolResult
 from .search import MAX_LIST_ENTRIES, list_tree
 
@@ -82,11 +82,19 @@ def _count_lines(text: str) -> int:
 # -- read_file ----------------------------------------------------------------------------------
 
 
+# read_file never scans more than this many bytes of one file (a huge sparse file must not stall it).
+SCAN_CAP = 256 << 20
+
+
 def _skip_lines(f: BinaryIO, n: int) -> int:
     """Advance past n newline characters (fewer at end of file); returns how many were passed."""
-    passed = 0
+    passed = scanned = 0
     while passed < n:
+        if scanned >= SCAN_CAP:
+            raise ToolError(f"line {n + 1} lies beyond the first {SCAN_CAP >> 20} MB of the file, which is as "
+                            "far as read_file scans; use shell (e.g. sed -n or tail) for such a file")
         chunk = f.read(1 << 20)
+        scanned += len(chunk)
         if not chunk:
             break
         count = chunk.count(b"\n")
@@ -158,6 +166,8 @@ def read_file(ctx: ToolContext, path: str, offset: int = 1, limit: int = 2000) -
                     full_len += len(more)
                     if not more or more.endswith(b"\n"):
                         ended = bool(more)
+                        break
+                    if full_len > SCAN_CAP:  # stop scanning; the line is reported as cut
                         break
             newlines_in_window += ended
             body = raw[:-1] if raw.endswith(b"\n") else raw
@@ -267,7 +277,7 @@ def write_file(ctx: ToolContext, path: str, content: str) -> ToolResult:
         path: file to write, relative to the workspace.
         content: the complete new content of the file.
     """
-    wp = resolve(ctx.workspace, path)
+    wp = resolve_for_write(ctx.workspace, path)
     st = lstat(wp)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise ToolError(f"{wp.rel} is a directory")
@@ -418,7 +428,7 @@ def edit_file(
                         "create a file or replace all of it)")
     if old_string == new_string:
         raise ToolError("old_string and new_string are the same: nothing to change")
-    wp = resolve(ctx.workspace, path)
+    wp = resolve_for_write(ctx.workspace, path)
     st = lstat(wp)
     if st is None:
         open_read(wp)  # raises "does not exist; did you mean ..."

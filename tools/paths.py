@@ -109,6 +109,16 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
     return WorkspacePath(root, Path(rel_real).as_posix(), path)
 
 
+def resolve_for_write(workspace: Path | str, path: str) -> WorkspacePath:
+    """``resolve``, and refuse anything inside the repository's ``.git``: host-side git (checkpoints,
+    listings) reads its config and hooks, so writing there would let the model run code on the host."""
+    wp = resolve(workspace, path)
+    if wp.parts and wp.parts[0] == ".git":
+        raise PathError(f"{path} is inside the repository's .git directory, which tools never write; "
+                        "use git commands through shell to inspect the repository")
+    return wp
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 

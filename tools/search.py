@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import regex as rx
+
 from .paths import PathError, WorkspacePath, lstat, open_read, resolve
 from .registry import ToolContext, ToolError, ToolResult
 
@@ -25,6 +27,11 @@ MAX_LIST_ENTRIES = 200_000
 SEARCH_MAX_FILE_BYTES = 4 * 1024 * 1024
 SEARCH_LINE_SHOWN = 300
 SEARCH_TIME_BUDGET = 20.0
+
+
+def _left(started: float) -> float:
+    """Seconds of the search budget left (at least a sliver, so the match can start)."""
+    return max(0.01, SEARCH_TIME_BUDGET - (time.monotonic() - started))
 GIT_TIMEOUT = 30.0
 
 # Config that could make git run a command, from a repository the model can write.
@@ -328,15 +335,18 @@ def search(
     """
     if max_results < 1:
         raise ToolError("max_results must be at least 1")
+    # The `regex` module (re-compatible syntax) because its matching takes a timeout: a pattern
+    # with catastrophic backtracking must not hang the host.
+    flags = rx.IGNORECASE if ignore_case else 0
     try:
-        regex = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-    except re.error as exc:
+        regex = rx.compile(pattern, flags | rx.VERSION0)
+    except (rx.error, ValueError) as exc:
         raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from None
     # One whole-file test skips files without a match quickly; with MULTILINE it can only
     # over-match line by line, except for \A and \Z, which mean "every line" in a line search.
     prefilter = None
     if "\\A" not in pattern and "\\Z" not in pattern:
-        prefilter = re.compile(pattern, regex.flags | re.MULTILINE)
+        prefilter = rx.compile(pattern, flags | rx.VERSION0 | rx.MULTILINE)
     target = resolve(ctx.workspace, path)
     st = lstat(target)
     if st is None:
@@ -380,11 +390,19 @@ def search(
             continue
         # Lines are "\n"-separated (as read_file counts them), a trailing "\r" dropped.
         text = data.decode("utf-8", "replace").replace("\r\n", "\n")
-        if prefilter is not None and prefilter.search(text) is None:
-            continue
+        try:
+            if prefilter is not None and prefilter.search(text, timeout=_left(started)) is None:
+                continue
+        except TimeoutError:
+            out_of_time = True
+            break
         matched_here = False
         for lineno, line in enumerate(text.split("\n"), 1):
-            m = regex.search(line)
+            try:
+                m = regex.search(line, timeout=_left(started))
+            except TimeoutError:
+                out_of_time = True
+                break
             if m is None:
                 continue
             total += 1
@@ -392,6 +410,8 @@ def search(
             if len(lines_out) < max_results:
                 lines_out.append(f"{shown}:{lineno}: {_shorten_around(line, m.start(), m.end())}")
         files_with_matches += matched_here
+        if out_of_time:
+            break
 
     summary_bits = []
     if total > len(lines_out):
