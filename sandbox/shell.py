@@ -75,13 +75,13 @@ __kimi_begin() {
   builtin printf '%s %s %s\n' "$1" "$t" "$$" >|"$__kimi_dir/current"
 }
 __kimi_end() {
-  local ec=$1 n=$2
+  local ec=$1 n=$2 tag=$3
   export -n KIMI_CODE_CMD_ID; unset KIMI_CODE_CMD_ID __kimi_cmd
   set +e
-  __kimi_emit "$n" "$__kimi_out/$n.log" "$ec"
+  __kimi_emit "$n" "$__kimi_out/$tag.log" "$ec"
   # Outputs small enough to be returned whole are deleted in batches; larger ones are kept.
   if (( __kimi_size >= 0 && __kimi_size <= __kimi_cap )); then
-    __kimi_junk+=("$__kimi_out/$n.log")
+    __kimi_junk+=("$__kimi_out/$tag.log")
     if (( ${#__kimi_junk[@]} >= __kimi_batch )); then
       command rm -f -- "${__kimi_junk[@]}"; __kimi_junk=()
     fi
@@ -89,7 +89,7 @@ __kimi_end() {
 }
 """
 
-# Kills what a command started: args SIGNAL SHELL_PID NONCE STATE_DIR WITH_SHELL.
+# Kills what a command started: args SIGNAL SHELL_PID TAG STATE_DIR WITH_SHELL.
 # Prints the number of processes signalled. Pure bash builtins in the scan so it still runs when
 # the sandbox is near its process limit.
 KILL_SCRIPT = r"""
@@ -367,13 +367,17 @@ class PersistentShell:
         shell_restarted = sandbox_restarted = False
         if self._chan is None:
             self.start()
+        # The frame nonce never appears where the command's processes can see it (environment,
+        # file names, the "current" file): they get a separate tag, so a background process
+        # cannot forge the end of a later command's output.
         nonce = secrets.token_hex(8)
-        log = f"{self.out_dir}/{nonce}.log"
+        tag = secrets.token_hex(8)
+        log = f"{self.out_dir}/{tag}.log"
         script = (
-            f"__kimi_begin {nonce}\n"
+            f"__kimi_begin {tag}\n"
             f"__kimi_cmd={shlex.quote(command.replace(chr(0), ''))}\n"
             f'{{ eval "$__kimi_cmd"\n}} >{shlex.quote(log)} 2>&1 </dev/null\n'
-            f"__kimi_end $? {nonce}\n"
+            f"__kimi_end $? {nonce} {tag}\n"
         )
         started = time.monotonic()
         timed_out = False
@@ -383,7 +387,7 @@ class PersistentShell:
             frame = self._read_frame(nonce, started + timeout)
             if frame is None:
                 timed_out = True
-                frame, extra, reset = self._kill_tree(nonce)
+                frame, extra, reset = self._kill_tree(nonce, tag)
                 notes += extra
                 sandbox_restarted |= reset
         except (ShellLost, OSError):
@@ -482,9 +486,9 @@ class PersistentShell:
             return _Frame(-1, -1, None, b"", None)
         return _parse_frame(nonce, out[i + len(begin) : j], out[j + 1 : k])
 
-    def _kill(self, nonce: str, sig: str, with_shell: bool = False) -> int:
+    def _kill(self, tag: str, sig: str, with_shell: bool = False) -> int:
         code, out = self._side(
-            KILL_SCRIPT, sig, str(self.pid or 0), nonce, self.state_dir, "1" if with_shell else "0",
+            KILL_SCRIPT, sig, str(self.pid or 0), tag, self.state_dir, "1" if with_shell else "0",
             timeout=30.0,
         )
         try:
@@ -492,7 +496,7 @@ class PersistentShell:
         except (ValueError, IndexError):
             return 0
 
-    def _kill_tree(self, nonce: str) -> tuple[_Frame | None, list[str], bool]:
+    def _kill_tree(self, nonce: str, tag: str) -> tuple[_Frame | None, list[str], bool]:
         """TERM, then KILL, what the command started; kill the shell itself if it stays stuck.
 
         Returns the command's frame if the shell survived, notes, and whether the whole sandbox
@@ -500,15 +504,15 @@ class PersistentShell:
         """
         notes: list[str] = []
         try:
-            self._kill(nonce, "TERM")
+            self._kill(tag, "TERM")
             frame = self._read_frame(nonce, time.monotonic() + self.kill_grace)
-            self._kill(nonce, "KILL")  # also whatever ignored TERM and was left behind
+            self._kill(tag, "KILL")  # also whatever ignored TERM and was left behind
             if frame is None:
                 frame = self._read_frame(nonce, time.monotonic() + 1.0)
             if frame is not None:
                 return frame, notes, False
             # Still no frame: the shell itself is busy (a loop in a builtin). End it.
-            self._kill(nonce, "KILL", with_shell=True)
+            self._kill(tag, "KILL", with_shell=True)
             try:
                 while self._fill(time.monotonic() + 5.0):
                     pass
