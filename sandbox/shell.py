@@ -343,6 +343,10 @@ class PersistentShell:
         scanned = 0
         while True:
             i = self._buf.find(begin)
+            if i < 0 and len(self._buf) > len(begin):
+                # Nothing before the begin marker matters (junk written into the shell's pipe by a
+                # process in the sandbox): keep only what could be the start of the marker.
+                del self._buf[: len(self._buf) - len(begin)]
             if i >= 0:
                 j = self._buf.find(b"\n", i)
                 if j >= 0:

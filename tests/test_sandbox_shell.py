@@ -197,3 +197,27 @@ def test_missing_workspace_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="not a directory"):
         LocalSandbox("x", tmp_path / "nope").start()
 
+
+
+def test_junk_written_into_the_protocol_pipe_is_dropped(tmp_path: Path) -> None:
+    """A process in the sandbox can write into the shell's own stdout: that must neither confuse
+    the next result nor pile up in the host's memory."""
+    import resource
+
+    from kimi_code.sandbox.local import LocalSandbox
+
+    sb = LocalSandbox("junk", tmp_path)
+    sb.start()
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # The shell's protocol pipe is the one write-only pipe among its descriptors.
+        flood = sb.exec("n=0; for fd in /proc/$$/fd/*; do f=$(awk '/^flags/{print $2}' /proc/$$/fdinfo/${fd##*/}); "
+                        "if [ -p $fd ] && [ \"${f: -1}\" = 1 ]; then head -c 40000000 /dev/zero >$fd; n=$((n+1)); fi; "
+                        "done; echo flooded $n", timeout=60)
+        assert "flooded 1" in flood.output, flood.output
+        after = sb.exec("echo still-ok", timeout=30)
+        assert after.exit_code == 0 and after.output.strip().endswith("still-ok")
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert grown_mb < 30, grown_mb
+    finally:
+        sb.stop()
