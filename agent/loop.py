@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import context as ctxmod
 from . import events as ev
@@ -241,12 +241,12 @@ class AgentLoop:
         finally:
             self._phase = "idle"
 
-    def _complete(self, messages: list[dict[str, Any]], max_out: int, tools: bool = True) -> AssistantTurn:
+    def _complete(self, messages: list[dict[str, Any]], max_out: int) -> AssistantTurn:
         return self.client.complete(
             messages,
-            self.state.tools if tools else None,
+            self.state.tools,
             session_id=self.state.session_id,
-            input_tokens=self.state.context_tokens if tools else None,
+            input_tokens=self.state.context_tokens,
             max_output_tokens=max_out,
             on_delta=getattr(self.view, "on_delta", None),
         )

@@ -160,7 +160,7 @@ def test_snapshots_never_touch_user_state(repo: Path) -> None:
     assert cp.diff(base.commit, step.commit) and cp.restore(step.commit) == []
     assert user_state(repo) == before
     refs = git(repo, "for-each-ref", "--format=%(refname)")
-    assert f"refs/kimi-code/sess1/head" in refs and "refs/kimi-code/sess1/base" in refs
+    assert "refs/kimi-code/sess1/head" in refs and "refs/kimi-code/sess1/base" in refs
     assert (repo / ".git" / "kimi-code" / "sess1" / "index").is_file()
 
 

@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path

@@ -100,7 +100,7 @@ def test_read_stops_before_the_output_limit_and_says_where_to_go_on(ws: Path) ->
     end = res.metadata["end"]
     assert 100 < end < 1000
     assert f"offset={end + 1}" in res.text and "output size limit" in res.text
-    assert f"of 1000" in res.text.split("\n")[0]
+    assert "of 1000" in res.text.split("\n")[0]
 
 
 def test_read_window_of_a_huge_file_without_loading_it(ws: Path) -> None:
