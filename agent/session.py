@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed session keeps from its first run unless a flag overrides them.
 BUNDLE_FILE = "checkpoints.bundle"
-STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "memory", "cpus",
+STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "ca_bundle", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
                    "max_output_tokens", "test_command", "context_window")
 
