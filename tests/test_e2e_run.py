@@ -159,19 +159,25 @@ def test_exit_code_5_on_sandbox_failure(tmp_path: Path) -> None:
     assert fake.request_count == 0
 
 
+def _start_in_first_tool(repo: Path, fake: FakeKimi, env: dict[str, str], output: str) -> subprocess.Popen[str]:
+    """Start `kimi-code run` and return once it is inside the first tool call (a slow shell)."""
+    proc = subprocess.Popen(cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                    "--output", output, "sleep"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and fake.request_count < 1:
+        time.sleep(0.05)
+    time.sleep(0.8)  # the first answer is a shell call that sleeps: we are inside it now
+    return proc
+
+
 def test_ctrl_c_lets_the_tool_finish_and_exits_130(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
     script = [Turn(reasoning="wait", tool_calls=[_call("shell", command="sleep 2; echo slept > done.txt")]),
               Turn(reasoning="never", tool_calls=[_call("finish", summary="no")])]
     env = cli_env(tmp_path)
     with FakeKimi(script, api_key=KEY) as fake:
-        proc = subprocess.Popen(cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
-                                        "--output", "stream-json", "sleep"), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 30
-        while time.time() < deadline and fake.request_count < 1:
-            time.sleep(0.05)
-        time.sleep(0.8)  # inside the shell call now
+        proc = _start_in_first_tool(repo, fake, env, "stream-json")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -207,13 +213,7 @@ def test_second_ctrl_c_stops_at_once_and_the_log_resumes(tmp_path: Path) -> None
     script = [Turn(reasoning="wait", tool_calls=[_call("shell", command="sleep 30; echo late > late.txt")])]
     env = cli_env(tmp_path)
     with FakeKimi(script, api_key=KEY) as fake:
-        proc = subprocess.Popen(cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
-                                        "--output", "json", "sleep long"), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 30
-        while time.time() < deadline and fake.request_count < 1:
-            time.sleep(0.05)
-        time.sleep(0.8)
+        proc = _start_in_first_tool(repo, fake, env, "json")
         started = time.time()
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
