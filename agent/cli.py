@@ -330,6 +330,36 @@ def show(
     typer.echo(render_transcript(session.log.load(), reasoning=reasoning))
 
 
+@app.command()
+def export(
+    session_id: Optional[str] = typer.Argument(None, help="Session id (default: the last one)."),
+    fmt: str = typer.Option("recording", "--format", help="recording (replay with --model replay:FILE) | trajectory (JSON)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of standard output."),
+    state_dir: Optional[Path] = StateDirOpt,
+) -> None:
+    """Export a session: a recording of its model turns, or its whole trajectory. Secrets are scrubbed."""
+    from .export import FORMATS, Scrubber, recording_lines, trajectory
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    store = _store(state_dir)
+    session = store.open(session_id) if session_id else store.last()
+    events = session.log.load()
+    scrubber = Scrubber()
+    if fmt == "recording":
+        text = "".join(line + "\n" for line in recording_lines(events, scrubber))
+    else:
+        text = json.dumps(trajectory(session.read_meta(), events, scrubber), ensure_ascii=False, indent=1) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    err_console.print(f"wrote {fmt} of session {session.id} to {out}", highlight=False, markup=False)
+
+
 # -- doctor ------------------------------------------------------------------------------------
 @app.command()
 def doctor(

@@ -62,6 +62,7 @@ MODELS: dict[str, ModelInfo] = {
     )
 }
 DEFAULT_MODEL = "kimi-k2.6"
+REPLAY_PREFIX = "replay:"
 
 
 def model_info(name: str) -> ModelInfo:
@@ -148,7 +149,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     provider: str = Field(DEFAULT_PROVIDER, description="endpoint preset (see `kimi-code config providers`)")
-    model: str = Field(DEFAULT_MODEL, description="model name")
+    model: str = Field(DEFAULT_MODEL, description="model name; replay:FILE serves a recorded session instead")
+    replay: Path | None = Field(None, description="recording whose model turns are served (set by --model replay:FILE)")
     base_url: str | None = Field(None, description="OpenAI-compatible base URL; overrides the provider's")
     api_key: SecretStr | None = Field(None, exclude=True, repr=False, description="API key (prefer the env)")
     thinking: bool | None = Field(None, description="thinking mode; default: on for thinking models")
@@ -286,6 +288,13 @@ def load_settings(
     merged.update(read_config_file(path))
     merged.update(_env_overrides(env))
     merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    model = merged.get("model")
+    if isinstance(model, str) and model.startswith(REPLAY_PREFIX):
+        # The recording names its own model; the endpoint is a local server started per run.
+        name = model[len(REPLAY_PREFIX):].strip()
+        if not name:
+            raise ConfigError("--model replay: needs a file, e.g. --model replay:session.jsonl")
+        merged["replay"], merged["model"] = Path(name).expanduser().resolve(), DEFAULT_MODEL
     if not merged.get("api_key"):
         key = _api_key_from_env(str(merged.get("provider", DEFAULT_PROVIDER)), env)
         if key:

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,12 @@ class AgentLoop:
         self._step_changed_workspace = False
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
         self.pending_notices: list[str | tuple[str, str]] = []
+        # Called with every recorded event, after the state applied it (the replay provider
+        # checks tool results against its recording here).
+        self.observers: list[Callable[[Event], None]] = []
+        # Asked before each model request; a reason it returns stops the run (the replay provider
+        # stops here when its recording no longer fits the session).
+        self.stop_check: Callable[[], str | None] | None = None
 
     # -- recording -------------------------------------------------------------------------
     def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
@@ -112,6 +119,8 @@ class AgentLoop:
             event = Event(type=type_, payload=payload, step=self.state.step if step is None else step)
             self.session.log.append(event)
             self.state.apply(event)
+        for observer in self.observers:
+            observer(event)
         try:
             self.view.on_event(event, self.state)
         except Exception:  # noqa: BLE001 - a display problem must never break the session
@@ -176,6 +185,10 @@ class AgentLoop:
             limit = self._check_limits()
             if limit is not None:
                 return limit
+            reason = self.stop_check() if self.stop_check is not None else None
+            if reason:
+                self._record_interrupt(reason)
+                return Outcome("stopped", EXIT_AGENT_FAILURE, reason)
             try:
                 turn = self._ask_model()
             except ModelAPIError as exc:

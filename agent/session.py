@@ -20,6 +20,7 @@ from .client import ModelClient
 from .config import Settings, load_settings
 from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
 from .loop import AgentLoop, Limits, Outcome
+from .replay import ReplaySource, open_source
 from .state import SessionState
 from .store import SessionDir, SessionMeta, SessionStore, new_session_id
 from .tokens import count_message, count_text, count_tools
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "ca_bundle", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
-                   "max_output_tokens", "test_command", "context_window")
+                   "max_output_tokens", "test_command", "context_window", "replay")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class RunOptions:
     # Keep a git bundle of the checkpoints in the session directory after every checkpoint, so a
     # CI job retried on a fresh clone can resume (set by `run --resume-if-exists`).
     bundle: bool = False
+    # Seconds between streamed chunks of a replayed turn (the demo paces its text; 0 = at once).
+    pace: float = 0.0
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Runner:
         self.view = make_view(options.output, session.id)
         self.sandbox: Any = None
         self.loop: AgentLoop | None = None
+        self.replay: ReplaySource | None = None  # set when the model is a recording
 
     def build(self, registry: Any, checkpointer: Any) -> AgentLoop:
         from kimi_code.tools.registry import ToolContext
@@ -110,6 +114,8 @@ class Runner:
                          checkpointer=checkpointer, workspace=self.workspace)
         client_holder["loop"] = loop
         self.loop = loop
+        if self.replay is not None:
+            self.replay.bind(loop)
         return loop
 
 
@@ -139,6 +145,16 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
     if not task:
         raise ConfigError("the task is empty")
     workspace = find_workspace(repo, options.no_git)
+    replay = open_source(settings, pace=options.pace)
+    try:
+        return _start(replay.settings if replay else settings, task, workspace, options, key, replay)
+    finally:
+        if replay is not None:
+            replay.close()
+
+
+def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, key: str | None,
+           replay: ReplaySource | None) -> RunResult:
     settings.require_api_key()
     settings.effective_base_url  # noqa: B018 - fail early on a provider without a URL
     store = SessionStore(settings.state_dir)
@@ -148,6 +164,7 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
     session.lock()
     state = SessionState()
     runner = Runner(settings, session, state, workspace, options)
+    runner.replay = replay
     registry = _registry()
     started = False
     try:
@@ -215,8 +232,12 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
+        replay = open_source(settings, pace=options.pace)
+        if replay is not None:
+            settings = replay.settings
         settings.require_api_key()
         runner = Runner(settings, session, state, workspace, options)
+        runner.replay = replay
         try:
             runner.sandbox = _make_sandbox(settings, session.id, workspace)
             notices: list[str] = []
@@ -253,6 +274,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             return _finish(runner, outcome, checkpointer)
         finally:
             runner.view.close()
+            if replay is not None:
+                replay.close()
     finally:
         session.close()
 
@@ -303,6 +326,8 @@ def _sandbox_payload(info: Any) -> dict[str, Any]:
 def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     """End of a run: export results, stop (or keep) the sandbox, build the summary."""
     state = runner.state
+    if runner.replay is not None:
+        outcome = runner.replay.outcome(outcome)
     if os.environ.get("KIMI_CODE_VERIFY_REPLAY") == "1":
         _verify_replay(runner)
     options = runner.options

@@ -1,0 +1,216 @@
+"""Replay (`--model replay:FILE`) and export: recordings of real sessions replayed by the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import KEY, cli_env, git, make_repo, run_cli, sandbox_args, stream_events
+from kimi_code.agent.events import Event
+from kimi_code.agent.export import Scrubber
+from kimi_code.agent.fake_kimi import FakeKimi, ToolCallSpec, Turn
+from kimi_code.agent.replay import Recording, Replayer, fingerprint
+
+CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
+TEST_CALC = (
+    "import unittest\nfrom calc import add, mul\n\n\nclass T(unittest.TestCase):\n"
+    "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n"
+    "    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n"
+)
+TASK = "Fix add() so the tests pass"
+
+
+def _call(name: str, **args: object) -> ToolCallSpec:
+    return ToolCallSpec(name, args)
+
+
+def _script() -> list[Turn]:
+    return [
+        Turn(reasoning="Read the code first.", content="Looking.",
+             tool_calls=[_call("read_file", path="calc.py"), _call("search", pattern="def add")]),
+        Turn(reasoning="The tests should fail now.", tool_calls=[_call("run_tests", command="python3 -m unittest -v")]),
+        Turn(reasoning="add subtracts.", tool_calls=[_call("edit_file", path="calc.py", old_string="return a - b",
+                                                             new_string="return a + b")]),
+        Turn(reasoning="Track it.", tool_calls=[_call("todo", items=[{"id": "1", "content": "fix add",
+                                                                        "status": "done"}])]),
+        Turn(reasoning="Check.", tool_calls=[_call("run_tests", command="python3 -m unittest -v"),
+                                             _call("shell", command="git status --short")]),
+        Turn(reasoning="Done.", tool_calls=[_call("finish", summary="add() adds now.", status="success")]),
+    ]
+
+
+def _record(tmp_path: Path, kind: str = "local") -> tuple[Path, dict, Path]:
+    """Run the scripted session for real; return its repo, summary and the exported recording."""
+    repo = make_repo(tmp_path / "recorded", {"calc.py": CALC, "test_calc.py": TEST_CALC})
+    env = cli_env(tmp_path)
+    with FakeKimi(_script(), api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json",
+                        *sandbox_args(kind), TASK], env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    recording = tmp_path / "session.jsonl"
+    out = run_cli(["export", summary["session_id"], "-o", str(recording)], env)
+    assert out.returncode == 0, out.stderr
+    return repo, summary, recording
+
+
+def _fresh_copy(tmp_path: Path, name: str) -> Path:
+    return make_repo(tmp_path / name, {"calc.py": CALC, "test_calc.py": TEST_CALC})
+
+
+def _replay(tmp_path: Path, recording: Path, repo: Path, *extra: str, kind: str = "local"):
+    env = cli_env(tmp_path)
+    env.pop("MOONSHOT_API_KEY")  # a replay needs no key
+    return run_cli(["run", "--repo", str(repo), "--model", f"replay:{recording}", "--output", "stream-json",
+                    *sandbox_args(kind), *extra, TASK], env, timeout=180)
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow])])
+def test_exported_recording_replays_to_the_same_workspace(tmp_path: Path, kind: str,
+                                                          remove_containers_under: Path) -> None:
+    original, summary, recording = _record(tmp_path, kind)
+    target = _fresh_copy(tmp_path, "replayed")
+    proc = _replay(tmp_path, recording, target, kind=kind)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = stream_events(proc.stdout)
+    final = events[-1]
+    assert final["status"] == "success" and final["summary"] == "add() adds now."
+    assert final["steps"] == summary["steps"] == 6
+    assert final["last_tests"]["passed"] == 2 and final["last_tests"]["failed"] == 0
+    # Same files, byte for byte, and the same todo list; the replay ran the tools itself.
+    for name in ("calc.py", "test_calc.py"):
+        assert (target / name).read_bytes() == (original / name).read_bytes()
+    assert git(target, "status", "--short") == git(original, "status", "--short") == " M calc.py\n"
+    assert final["cost"] == pytest.approx(summary["cost"])  # recorded usage is served
+    reasonings = [e["payload"]["message"].get("reasoning_content") for e in events if e["type"] == "assistant"]
+    assert reasonings[0] == "Read the code first." and len(reasonings) == 6
+
+
+def test_replay_stops_with_a_divergence_message(tmp_path: Path) -> None:
+    _, _, recording = _record(tmp_path)
+    # The world changed: add() is written differently, so the recorded edit no longer applies.
+    target = make_repo(tmp_path / "changed", {"calc.py": CALC.replace("a - b", "b - a"), "test_calc.py": TEST_CALC})
+    proc = _replay(tmp_path, recording, target, "--output", "text")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "replay_diverged: replay diverged at step 1: the result of read_file" in proc.stdout
+    assert "return a - b', now '" in proc.stdout and "return b - a')" in proc.stdout
+    # It stopped there: the recorded edit (step 3) was never attempted.
+    assert (target / "calc.py").read_text() == CALC.replace("a - b", "b - a")
+
+
+def test_replay_of_a_recording_that_ends_early_says_so(tmp_path: Path) -> None:
+    _, _, recording = _record(tmp_path)
+    lines = recording.read_text().splitlines()
+    cut = [line for line in lines if json.loads(line)["step"] <= 2]
+    short = tmp_path / "short.jsonl"
+    short.write_text("\n".join(cut) + "\n")
+    proc = _replay(tmp_path, short, _fresh_copy(tmp_path, "short-run"), "--output", "json")
+    assert proc.returncode == 1
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "replay_diverged"
+    assert "the recording ends after step 2" in summary["summary"]
+
+
+def test_a_bad_recording_is_a_clear_usage_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    repo = _fresh_copy(tmp_path, "r")
+    proc = _replay(tmp_path, bad, repo)
+    assert proc.returncode == 2
+    assert "bad.jsonl:1 is not a session event" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _replay(tmp_path, tmp_path / "missing.jsonl", repo)
+    assert proc.returncode == 2 and "cannot read recording" in proc.stderr
+
+
+def test_exports_contain_no_secrets(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC,
+                                         "settings.py": "GITHUB_TOKEN = 'ghp_abcdefghijklmnopqrstuvwx0123'\n"})
+    secret = "s3cr3t-value-for-the-deploy-key"
+    env = cli_env(tmp_path, DEPLOY_KEY=secret, SERVICE_TOKEN="tok-0123456789abcdef")
+    script = [
+        Turn(reasoning=f"The user's key is {KEY}.", tool_calls=[
+            _call("shell", command="echo $MOONSHOT_API_KEY $DEPLOY_KEY $SERVICE_TOKEN"),
+            _call("read_file", path="settings.py")]),
+        Turn(content="Done."),
+    ]
+    with FakeKimi(script, api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json",
+                        "--sandbox", "none", TASK], env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sid = json.loads(proc.stdout)["session_id"]
+    # The raw log did see them (--sandbox none runs on the host with its environment)...
+    raw = next((tmp_path / "state").glob(f"*{sid}*/events.jsonl")).read_text()
+    assert secret in raw and KEY in raw
+    for fmt in ("recording", "trajectory"):
+        out = run_cli(["export", sid, "--format", fmt], env)
+        assert out.returncode == 0, out.stderr
+        for value in (KEY, secret, "tok-0123456789abcdef", "ghp_abcdefghijklmnopqrstuvwx0123"):
+            assert value not in out.stdout, (fmt, value)
+        assert "[REDACTED:DEPLOY_KEY]" in out.stdout and "[REDACTED:MOONSHOT_API_KEY]" in out.stdout
+    trajectory = json.loads(run_cli(["export", sid, "--format", "trajectory"], env).stdout)
+    assert trajectory["format"] == "kimi-code-trajectory" and trajectory["session"]["id"] == sid
+    assert [t["step"] for t in trajectory["turns"]] == [1, 2]
+    assert trajectory["turns"][0]["tool_calls"][1] == {"id": "functions.read_file:1", "name": "read_file",
+                                                      "arguments": {"path": "settings.py"}}
+    assert len(trajectory["turns"][0]["results"]) == 2
+    assert any(e["type"] == "finished" for e in trajectory["events"])
+
+
+def test_scrubber_leaves_ordinary_text_alone() -> None:
+    scrub = Scrubber({"MY_API_KEY": "abcdef123456", "HOME": "/root", "SHORT_TOKEN": "x1"})
+    assert scrub.text("key abcdef123456 here") == "key [REDACTED:MY_API_KEY] here"
+    ordinary = "tokens = count_tokens(text)\nmax_tokens: 1024\napi_key = os.environ['X']\nx1 /root"
+    assert scrub.text(ordinary) == ordinary
+    assert scrub.text("Authorization: Bearer abcdefghijklmnop0123") == "Authorization: [REDACTED]"
+    assert scrub.text('"api_token": "Zx81kLm0Pq93Rt55Uv"') == '"api_token": "[REDACTED]"'
+    assert scrub.value({"a": ["sk-" + "a1" * 12]}) == {"a": ["[REDACTED]"]}
+
+
+def test_fingerprint_ignores_timings_but_not_outcomes() -> None:
+    def result(exit_code: int, text: str, failed: int = 0) -> dict:
+        return {"content": text, "is_error": False,
+                "metadata": {"exit_code": exit_code, "duration": 0.1,
+                             "tests": {"parsed": True, "passed": 2 - failed, "failed": failed, "errors": 0,
+                                       "skipped": 0, "failing": [], "failures": "", "framework": "unittest"}}}
+
+    assert fingerprint("run_tests", result(0, "Ran 2 tests in 0.001s")) == fingerprint(
+        "run_tests", result(0, "Ran 2 tests in 0.245s"))
+    assert fingerprint("run_tests", result(0, "x")) != fingerprint("run_tests", result(1, "x", failed=1))
+    assert fingerprint("read_file", {"content": "a\n"}) != fingerprint("read_file", {"content": "b\n"})
+
+
+def test_replayer_serves_turns_by_position_and_answers_compaction(tmp_path: Path) -> None:
+    start = Event("session_started", {"task": "t", "model": "kimi-k2.6", "settings": {"thinking": True}})
+    turn = Event("assistant", {"message": {"role": "assistant", "content": "", "reasoning_content": "r",
+                                           "tool_calls": [{"id": "c1", "type": "function",
+                                                           "function": {"name": "finish", "arguments": "{}"}}]},
+                               "usage": {"prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 4},
+                               "finish_reason": "tool_calls"}, step=1)
+    summary = Event("compaction", {"summary": "older work, summarized"}, step=1)
+    replayer = Replayer(Recording.from_events(tmp_path / "r", [start, turn, summary]))
+    served = replayer.respond({"tools": [{}], "messages": []})
+    assert served.reasoning == "r" and served.tool_calls[0].id == "c1"
+    assert served.usage == {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cached_tokens": 4}
+    assert replayer.respond({"messages": []}).content == "older work, summarized"
+    replayer.position = lambda: 1
+    fault = replayer.respond({"tools": [{}], "messages": []})
+    assert fault.status == 400 and "ends after step 1" in fault.message
+
+
+def test_replay_is_resumable_after_a_stop(tmp_path: Path) -> None:
+    _, _, recording = _record(tmp_path)
+    target = _fresh_copy(tmp_path, "resumed")
+    first = _replay(tmp_path, recording, target, "--max-steps", "3", "--output", "json")
+    assert first.returncode == 3, first.stderr
+    sid = json.loads(first.stdout)["session_id"]
+    env = cli_env(tmp_path)
+    env.pop("MOONSHOT_API_KEY")
+    second = run_cli(["resume", sid, "--output", "json"], env, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads(second.stdout)
+    assert summary["status"] == "success" and summary["steps"] == 6
+    assert (target / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+    shutil.rmtree(target)
