@@ -1,0 +1,1 @@
+"""Benchmarks and benchmark harnesses (``python -m benchmarks.swebench``)."""

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.swebench``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""Environment images: one derived image per (base image, repository, setup commit, recipe), built
+once and reused by every task (and every later run) that needs the same environment.
+
+The recipe runs as root in a container of the base image with the environment's checkout at
+/workspace (network on, the host CA bundle trusted), then the container is committed with the
+venv's bin first on PATH. An editable install made there points at /workspace, which is each
+task's own checkout when the agent's sandbox or the grader mounts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import containers, repos
+from .errors import BenchError, EnvBuildError
+from .recipes import Recipe
+
+IMAGE_REPO = "kimi-code-bench-env"
+VENV_ROOT = "/opt/kimi-bench"
+VENV = f"{VENV_ROOT}/venv"
+_locks: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    repo: str
+    setup_commit: str
+    recipe: Recipe
+    base_image: str
+
+
+def _base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        img = client.images.get(image)
+    except ImageNotFound:
+        try:
+            img = client.images.pull(image)
+        except Exception as exc:  # noqa: BLE001 - any pull failure is the same user error
+            raise BenchError(f"base image {image} is not available and could not be pulled: "
+                             f"{' '.join(str(exc).split())[:200]}") from None
+    except APIError as exc:
+        raise BenchError(f"cannot inspect image {image}: {exc.explanation or exc}") from None
+    return img.id, list((img.attrs.get("Config") or {}).get("Env") or [])
+
+
+def image_tag(client: Any, spec: EnvSpec) -> str:
+    """The environment's tag: a hash of everything that goes into the image."""
+    base_id, _ = _base_image_id(client, spec.base_image)
+    key = "\0".join([base_id, spec.repo, spec.setup_commit, spec.recipe.to_json()])
+    return f"{IMAGE_REPO}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def build_script(recipe: Recipe, ca: bool) -> str:
+    """The shell script that turns a base image plus a checkout into the environment."""
+    q = shlex.quote
+    lines = ["set -euo pipefail", "export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1"]
+    if ca:
+        lines.append(containers.ca_prelude(True).rstrip("\n"))
+    lines.append("cd /workspace")
+    lines += [f"echo '+ pre_install: '{q(cmd)}\n{cmd}" for cmd in recipe.pre_install]
+    want = recipe.python or ""
+    lines += [
+        "command -v python3 >/dev/null || { echo 'the base image has no python3'; exit 90; }",
+        f"want={q(want)}",
+        "have=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        f'if [ -z "$want" ] || [ "$want" = "$have" ]; then python3 -m venv {VENV}',
+        "else",
+        "  echo \"+ Python $want (the image has $have): fetched with uv\"",
+        f"  python3 -m venv {VENV_ROOT}/uv && {VENV_ROOT}/uv/bin/python -m pip install -q uv",
+        f"  UV_PYTHON_INSTALL_DIR={VENV_ROOT}/python {VENV_ROOT}/uv/bin/uv venv -q --seed --python \"$want\" {VENV}",
+        "fi",
+        f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
+        "python --version",
+    ]
+    if recipe.packages:
+        lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
+    for req in recipe.requirements:
+        lines.append(f"if [ -f {q(req)} ]; then python -m pip install -r {q(req)}; fi")
+    if recipe.install:
+        lines.append(f"echo '+ install: '{q(recipe.install)}\n{recipe.install}")
+    lines += [f"chmod -R a+rwX {VENV_ROOT}", "python -m pip list --format=freeze > /tmp/pip-freeze.txt || true",
+              'chown -R "$KIMI_BENCH_OWNER" /workspace', "echo KIMI-BENCH-ENV-OK"]
+    return "\n".join(lines) + "\n"
+
+
+def _lock(tag: str) -> threading.Lock:
+    with _guard:
+        return _locks.setdefault(tag, threading.Lock())
+
+
+def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path, ca_bundle: Path | None,
+                     network: bool = True, timeout: float = 3600) -> tuple[str, bool]:
+    """The environment's image tag, building it if missing; returns (tag, built_now).
+
+    Raises EnvBuildError (with the log's path) when the recipe fails: the caller records the tasks
+    that need this environment as env_error and carries on with the others.
+    """
+    from docker.errors import ImageNotFound
+
+    tag = image_tag(client, spec)
+    with _lock(tag):
+        try:
+            client.images.get(tag)
+            return tag, False
+        except ImageNotFound:
+            pass
+        key = tag.split(":")[1]
+        src = work_dir / "env-src" / key
+        log_path = work_dir / "env-logs" / f"{key}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            repos.checkout(mirror, spec.setup_commit, src)
+        except BenchError as exc:
+            raise EnvBuildError(f"environment {tag}: {exc}") from None
+        owner = containers.owner_of(src)
+        script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
+        run, container = containers.run_script(client, spec.base_image, script, workspace=src, network=network,
+                                               user="0:0", timeout=timeout, ca_bundle=ca_bundle,
+                                               name_hint=f"env-{key}")
+        try:
+            log_path.write_text(run.output)
+            if run.timed_out or run.exit_code != 0 or "KIMI-BENCH-ENV-OK" not in run.output:
+                why = "timed out" if run.timed_out else f"exit {run.exit_code}"
+                tail = [ln for ln in run.output.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+                raise EnvBuildError(f"environment for {spec.repo} @ {spec.setup_commit[:12]} failed to build "
+                                    f"({why}): {tail[0][:200]} — log: {log_path}")
+            _, base_env = _base_image_id(client, spec.base_image)
+            base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")),
+                             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            changes = [f"ENV PATH={VENV}/bin:{base_path}", f"ENV VIRTUAL_ENV={VENV}",
+                       "ENV PYTHONDONTWRITEBYTECODE=1", 'CMD ["bash"]', "WORKDIR /workspace",
+                       f'LABEL {containers.LABEL}="1" kimi-code-bench.repo="{spec.repo}"']
+            changes += [f"ENV {k}={v}" for k, v in spec.recipe.env]
+            repo_name, tag_name = tag.split(":")
+            container.commit(repository=repo_name, tag=tag_name, changes=changes)
+        finally:
+            containers.remove(container)
+        import shutil
+
+        shutil.rmtree(src, ignore_errors=True)
+        return tag, True

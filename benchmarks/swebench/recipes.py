@@ -1,0 +1,142 @@
+"""Install recipes per (repository, version): what an environment image holds.
+
+The versions and pins follow SWE-bench's own harness specs (Python version, pip packages, install
+command) for the repositories we test on. A recipe is data: its JSON form is hashed into the
+environment image's tag, so changing a field gives a new image and an unchanged one is reused.
+A task record may carry ``env_recipe`` (any subset of the fields) to override the table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import BenchError
+
+# What SWE-bench runs for pytest-based repositories (-rA: a status line for every test).
+PYTEST_CMD = "pytest -rA --tb=short -p no:cacheprovider"
+EDITABLE = "python -m pip install -e ."
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and test one environment.
+
+    python: the interpreter version (None: the base image's python3); another version is fetched
+      with uv at build time. packages: pip requirement specs. requirements: requirement files of
+      the repository (at environment_setup_commit), installed when present. pre_install: shell
+      commands run as root before anything else (apt-get, sed on the checkout...). install: run in
+      the checkout at build time (an editable install there points at /workspace, hence at every
+      task's checkout). task_install: run offline in each task's checkout before the agent and
+      before grading (for packages that generate files into the source tree, e.g. a _version.py).
+      test_cmd: the test command; the test files of test_patch are appended. env: variables set
+      in the image (seen by the agent's commands and by grading).
+    """
+
+    python: str | None = None
+    packages: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    pre_install: tuple[str, ...] = ()
+    install: str | None = EDITABLE
+    task_install: str | None = None
+    test_cmd: str = PYTEST_CMD
+    env: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def with_overrides(self, override: dict[str, Any]) -> Recipe:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(override) - known)
+        if unknown:
+            raise BenchError(f"env_recipe has unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        changes: dict[str, Any] = {}
+        for key, value in override.items():
+            if key == "env":
+                changes[key] = tuple(sorted((str(k), str(v)) for k, v in dict(value).items()))
+            elif key in ("packages", "requirements", "pre_install"):
+                changes[key] = tuple(str(v) for v in ([value] if isinstance(value, str) else value))
+            else:
+                changes[key] = None if value is None else str(value)
+        return replace(self, **changes)
+
+
+DEFAULT = Recipe(packages=("pytest",))
+
+
+def _table() -> dict[str, dict[str, Recipe]]:
+    t: dict[str, dict[str, Recipe]] = {}
+
+    def add(repo: str, versions: list[str], recipe: Recipe) -> None:
+        t.setdefault(repo, {}).update({v: recipe for v in versions})
+
+    add("psf/requests",
+        ["0.7", "0.8", "0.9", "0.11", "0.13", "0.14", "1.1", "1.2", "2.0", "2.2", "2.3", "2.4", "2.5", "2.7", "2.8",
+         "2.9", "2.10", "2.11", "2.12", "2.17", "2.18", "2.19", "2.22", "2.25", "2.26", "2.27", "3.0"],
+        Recipe(python="3.9", packages=("pytest",)))
+    add("marshmallow-code/marshmallow",
+        ["2.18", "2.19", "2.20", "3.0", "3.1", "3.2", "3.4", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.15",
+         "3.16", "3.19"],
+        Recipe(python="3.9", install="python -m pip install -e '.[dev]'"))
+    flask_pins_20 = ("Werkzeug==2.3.7", "Jinja2==3.0.1", "itsdangerous==2.1.2", "click==8.0.1", "MarkupSafe==2.1.3")
+    flask_pins_21 = ("click==8.1.3", "itsdangerous==2.1.2", "Jinja2==3.1.2", "MarkupSafe==2.1.1", "Werkzeug==2.3.7")
+    add("pallets/flask", ["2.0"], Recipe(python="3.9", packages=("pytest",) + flask_pins_20))
+    add("pallets/flask", ["2.1"], Recipe(python="3.10", packages=("pytest",) + flask_pins_21))
+    add("pallets/flask", ["2.2", "2.3"], Recipe(python="3.11", packages=("pytest",) + flask_pins_21))
+    pydicom_python = {"1.0": "3.6", "1.1": "3.6", "1.2": "3.6", "1.3": "3.6", "1.4": "3.8", "2.0": "3.8",
+                      "2.1": "3.9", "2.2": "3.9", "2.3": "3.10", "2.4": "3.11", "3.0": "3.11"}
+    for version, py in pydicom_python.items():
+        add("pydicom/pydicom", [version], Recipe(python=py, packages=("numpy", "pytest")))
+    add("pvlib/pvlib-python", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"],
+        Recipe(python="3.9", packages=("pandas", "scipy", "jupyter", "ipython", "matplotlib", "pytest", "flake8"),
+               install="python -m pip install -e '.[all]'"))
+    add("sqlfluff/sqlfluff",
+        ["0.4", "0.5", "0.6", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "1.0", "1.1", "1.2", "1.3", "1.4", "2.0",
+         "2.1", "2.2"],
+        Recipe(python="3.9", packages=("pytest",), requirements=("requirements_dev.txt",)))
+    add("pylint-dev/astroid",
+        ["2.5", "2.6", "2.7", "2.8", "2.9", "2.10", "2.12", "2.13", "2.14", "2.15", "2.16", "3.0"],
+        Recipe(python="3.9", packages=("pytest",)))
+    # pytest tests itself: its _version.py is generated by setuptools_scm into the source tree, so
+    # every task's checkout is installed again (offline) before the agent starts.
+    pytest_pins = {
+        "4.4": ("atomicwrites==1.4.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.13.1", "py==1.11.0",
+                "setuptools==68.0.0", "six==1.16.0"),
+        "4.5": ("atomicwrites==1.4.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.11.0", "py==1.11.0",
+                "setuptools==68.0.0", "six==1.16.0", "wcwidth==0.2.6"),
+        "4.6": ("atomicwrites==1.4.1", "attrs==23.1.0", "more-itertools==10.1.0", "packaging==23.1",
+                "pluggy==0.13.1", "py==1.11.0", "six==1.16.0", "wcwidth==0.2.6"),
+        "5.0": ("atomicwrites==1.4.1", "attrs==23.1.0", "more-itertools==10.1.0", "packaging==23.1",
+                "pluggy==0.13.1", "py==1.11.0", "wcwidth==0.2.6"),
+        "5.3": ("attrs==23.1.0", "more-itertools==10.1.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0",
+                "wcwidth==0.2.6"),
+        "5.4": ("py==1.11.0", "packaging==23.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.13.1"),
+        "6.0": ("attrs==23.1.0", "iniconfig==2.0.0", "more-itertools==10.1.0", "packaging==23.1", "pluggy==0.13.1",
+                "py==1.11.0", "toml==0.10.2"),
+        "6.2": ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0",
+                "toml==0.10.2"),
+        "7.0": ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0"),
+        "7.1": ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0",
+                "tomli==2.0.1"),
+        "7.4": ("iniconfig==2.0.0", "packaging==23.1", "pluggy==1.3.0", "exceptiongroup==1.1.3", "tomli==2.0.1"),
+    }
+    pytest_pins.update({"5.1": pytest_pins["5.0"], "5.2": pytest_pins["5.0"], "6.3": pytest_pins["6.2"],
+                        "7.2": pytest_pins["7.1"], "8.0": pytest_pins["7.4"]})
+    build = ("setuptools_scm<8", "wheel")
+    for version, pins in pytest_pins.items():
+        extra = build if any(p.startswith("setuptools==") for p in pins) else ("setuptools<70",) + build
+        add("pytest-dev/pytest", [version], Recipe(
+            python="3.9", packages=pins + extra,
+            task_install="python -m pip install --no-deps --no-build-isolation --no-index -e ."))
+    return t
+
+
+RECIPES: dict[str, dict[str, Recipe]] = _table()
+
+
+def recipe_for(repo: str, version: str, override: dict[str, Any] | None = None) -> Recipe:
+    """The table's recipe for (repo, version), else the repo's "*" entry, else DEFAULT; then the override."""
+    by_version = RECIPES.get(repo, {})
+    recipe = by_version.get(version) or by_version.get("*") or DEFAULT
+    return recipe.with_overrides(override) if override else recipe

@@ -1,0 +1,287 @@
+"""Running tasks: repository, environment, agent (``kimi-code run`` as a subprocess), grading.
+
+Every failure of one task is caught and recorded in its result line with a status saying what
+went wrong (env_error, timeout, limit, error...), and the run goes on with the next task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import containers, environment, grading, repos
+from .errors import BenchError, EnvBuildError
+from .patches import test_directives
+from .recipes import Recipe, recipe_for
+from .records import Task, TaskResult
+
+ORACLE = "oracle"
+DEFAULT_IMAGE = "python:3.12-bookworm"
+TASK_SUFFIX = ("\n\n---\nResolve the issue above by changing the repository's code. Hidden tests will check the fix; "
+               "you may add or run tests, but do not rely on changing existing tests.\n")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs besides the tasks (from the command line)."""
+
+    work_dir: Path
+    model: str = "kimi-k2.6"
+    base_url: str | None = None
+    thinking: bool | None = None
+    max_steps: int | None = None
+    max_cost: float | None = None
+    max_time: str | None = None
+    image: str = DEFAULT_IMAGE
+    ca_bundle: Path | None = None
+    network: bool = False  # the agent's sandbox; environment builds always have network
+    repos_dir: Path | None = None
+    workers: int = 1
+    env_timeout: float = 3600
+    test_timeout: float = 1800
+    keep_trees: bool = False
+
+    @property
+    def oracle(self) -> bool:
+        return self.model == ORACLE
+
+
+def parse_duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, KeyError):
+        raise BenchError(f"invalid duration {text!r}: use e.g. 90s, 30m, 2h") from None
+
+
+def _cleanup_sandboxes(client: Any, under: Path) -> None:
+    """Remove kimi-code sandbox containers whose workspace is under ``under`` (a killed run's)."""
+    try:
+        for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"}):
+            if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(under)):
+                c.remove(force=True)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _agent_command(cfg: RunConfig, workspace: Path, task_file: Path, patch_file: Path, image: str,
+                   base_url: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "kimi_code.agent.cli", "run", "-f", str(task_file), "--repo", str(workspace),
+           "--model", "kimi-k2.6" if cfg.oracle else cfg.model, "--sandbox", "docker", "--image", image,
+           "--output", "json", "--patch-out", str(patch_file), "--remove-sandbox",
+           "--network" if cfg.network else "--no-network"]
+    if base_url:
+        cmd += ["--base-url", base_url]
+    if cfg.thinking is not None:
+        cmd.append("--thinking" if cfg.thinking else "--no-thinking")
+    if cfg.max_steps is not None:
+        cmd += ["--max-steps", str(cfg.max_steps)]
+    if cfg.max_cost is not None:
+        cmd += ["--max-cost", str(cfg.max_cost)]
+    if cfg.max_time is not None:
+        cmd += ["--max-time", cfg.max_time]
+    if cfg.ca_bundle is not None:
+        cmd += ["--ca-bundle", str(cfg.ca_bundle)]
+    if cfg.oracle:
+        cmd.append("--no-compaction")  # the oracle answers tool turns only
+    return cmd
+
+
+def _run_agent(cmd: list[str], env: dict[str, str], timeout: float | None, log: Path) -> tuple[int | None, dict[str, Any]]:
+    """Run kimi-code; (exit code or None on timeout, its JSON summary or {})."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)  # let it save its state first
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate()
+            return None, _last_json(out)
+    return proc.returncode, _last_json(out)
+
+
+def _last_json(out: str) -> dict[str, Any]:
+    for line in reversed((out or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return {}
+
+
+def _agent_status(code: int | None, summary: dict[str, Any]) -> str | None:
+    """None when the agent ended normally (finished with success or failure), else the status to record."""
+    if code is None:
+        return "timeout"
+    status = summary.get("status")
+    if status in ("success", "failure"):
+        return None
+    if status == "limit":
+        return "timeout" if summary.get("kind") == "time" else "limit"
+    if status in ("api_error", "sandbox_error", "interrupted"):
+        return str(status)
+    return "error"
+
+
+class BenchRunner:
+    """Runs tasks (concurrently with ``workers``), one result per task, in input order."""
+
+    def __init__(self, cfg: RunConfig, on_result: Callable[[TaskResult], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_result = on_result
+        self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr))
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = containers.docker_client()
+            return self._client
+
+    def run(self, tasks: list[Task]) -> list[TaskResult]:
+        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.ca_bundle is not None and not self.cfg.ca_bundle.is_file():
+            raise BenchError(f"CA bundle {self.cfg.ca_bundle} does not exist")
+        self.client  # noqa: B018 - fail once, clearly, without Docker
+        with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
+            return list(pool.map(self._run_one, tasks))
+
+    def _run_one(self, task: Task) -> TaskResult:
+        result = self.run_task(task)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    def run_task(self, task: Task) -> TaskResult:
+        """One task end to end; never raises for a task's own failure."""
+        t0 = time.monotonic()
+        result = TaskResult(instance_id=task.instance_id)
+        root = self.cfg.work_dir / "tasks" / task.instance_id
+        try:
+            self._run_task(task, root, result)
+        except EnvBuildError as exc:
+            result.status, result.error = "env_error", str(exc)
+        except BenchError as exc:
+            result.status, result.error = "error", str(exc)
+        except Exception as exc:  # noqa: BLE001 - one task's crash must not stop the run
+            result.status, result.error = "error", f"{exc.__class__.__name__}: {exc}"
+        finally:
+            result.wall_time = round(time.monotonic() - t0, 2)
+            if self._client is not None:
+                _cleanup_sandboxes(self._client, root)
+            if not self.cfg.keep_trees:
+                for sub in ("repo", "eval"):
+                    shutil.rmtree(root / sub, ignore_errors=True)
+        if result.status != "resolved" and result.error:
+            self.on_notice(f"{task.instance_id}: {result.status}: {result.error}")
+        return result
+
+    def _run_task(self, task: Task, root: Path, result: TaskResult) -> None:
+        cfg = self.cfg
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        recipe = recipe_for(task.repo, task.version, task.env_recipe)
+        mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
+        spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.image)
+        image, built = environment.ensure_env_image(self.client, spec, mirror=mirror, work_dir=cfg.work_dir,
+                                                    ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
+        result.env_image, result.env_built = image, built
+        workspace = repos.checkout(mirror, task.base_commit, root / "repo")
+        self._task_install(recipe, image, workspace)
+
+        patch_file = root / "agent.patch"
+        code, summary, agent_time = self._agent(task, recipe, image, workspace, root, patch_file, result)
+        result.agent_time = round(agent_time, 2)
+        result.exit_code = code
+        result.agent_status = summary.get("status")
+        result.steps = int(summary.get("steps") or 0)
+        tokens = summary.get("tokens") or {}
+        result.tokens = {k: int(tokens.get(k) or 0) for k in ("prompt", "cached", "completion")}
+        result.cached_share = float(tokens.get("cached_share") or 0.0)
+        result.cost = float(summary.get("cost") or 0.0)
+        patch = patch_file.read_text() if patch_file.exists() else ""
+        result.patch_lines = patch.count("\n")
+        ended = _agent_status(code, summary)
+        if ended and not summary and code is not None:
+            result.status = "error"
+            result.error = f"kimi-code run exited {code} without a summary (see {root / 'agent.log'})"
+            return
+
+        grade, log = grading.grade(self.client, task, recipe, image, mirror, patch, root / "eval",
+                                   timeout=cfg.test_timeout)
+        (root / "tests.log").write_text(log)
+        result.resolved = grade.resolved
+        result.fail_to_pass_failed = grade.fail_to_pass_failed
+        result.pass_to_pass_failed = grade.pass_to_pass_failed
+        result.status = ended or grade.status
+        if grade.detail:
+            result.error = grade.detail
+        elif ended:
+            result.error = f"the agent stopped: {summary.get('summary') or ended}"[:500]
+
+    def _task_install(self, recipe: Recipe, image: str, workspace: Path) -> None:
+        if not recipe.task_install:
+            return
+        run = containers.run_and_remove(self.client, image, f"cd /workspace && {recipe.task_install}",
+                                        workspace=workspace, network=False, user=containers.owner_of(workspace),
+                                        timeout=self.cfg.env_timeout, name_hint="task-install")
+        if run.exit_code != 0:
+            tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
+            raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
+        # The checkout is the agent's starting point: install artifacts stay out of its diff.
+        repos.git("add", "-A", cwd=workspace)
+        repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
+
+    def _agent(self, task: Task, recipe: Recipe, image: str, workspace: Path, root: Path, patch_file: Path,
+               result: TaskResult) -> tuple[int | None, dict[str, Any], float]:
+        cfg = self.cfg
+        task_file = root / "task.md"
+        task_file.write_text(task.problem_statement.rstrip() + TASK_SUFFIX)
+        env = dict(os.environ)
+        env.setdefault("KIMI_CODE_STATE_DIR", str(cfg.work_dir / "state"))
+        limit = parse_duration(cfg.max_time)
+        timeout = None if limit is None else limit + 300  # kimi-code stops itself first
+        t0 = time.monotonic()
+        if not cfg.oracle:
+            cmd = _agent_command(cfg, workspace, task_file, patch_file, image, cfg.base_url)
+            code, summary = _run_agent(cmd, env, timeout, root / "agent.log")
+            return code, summary, time.monotonic() - t0
+        from kimi_code.agent.fake_kimi import FakeKimi
+
+        from .oracle import OraclePolicy
+
+        files = [f for f in test_directives(task.test_patch) if (workspace / f).is_file()]
+        test_cmd = f"{recipe.test_cmd} {' '.join(files)}".strip() if files else None
+        policy = OraclePolicy(workspace, task.patch, test_cmd)
+        if policy.problems:
+            raise BenchError("oracle: " + "; ".join(policy.problems))
+        for name in [k for k in env if k.startswith(("MOONSHOT_", "KIMI_API"))]:
+            del env[name]
+        with FakeKimi(policy) as fake:
+            env["MOONSHOT_API_KEY"] = fake.api_key
+            cmd = _agent_command(cfg, workspace, task_file, patch_file, image, fake.base_url)
+            code, summary = _run_agent(cmd, env, timeout, root / "agent.log")
+        return code, summary, time.monotonic() - t0
