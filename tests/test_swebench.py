@@ -1,0 +1,261 @@
+"""The SWE-bench harness (benchmarks/swebench): records, recipes, patch parsing, the oracle's edits,
+grading, and end to end in Docker with the oracle driving the real agent loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # benchmarks/ is not an installed package
+
+from benchmarks.swebench import grading, repos  # noqa: E402
+from benchmarks.swebench.errors import BenchError  # noqa: E402
+from benchmarks.swebench.oracle import OraclePolicy, hunk_edits  # noqa: E402
+from benchmarks.swebench import patches  # noqa: E402
+from benchmarks.swebench.patches import parse_patch, touched_files  # noqa: E402
+from benchmarks.swebench.recipes import RECIPES, recipe_for  # noqa: E402
+from benchmarks.swebench.records import Task, load_tasks  # noqa: E402
+from swebench_fixtures import make_tasks, write_jsonl  # noqa: E402
+
+CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))}
+    env.update({"PYTHONPATH": str(ROOT), "KIMI_CODE_CONFIG": str(tmp_path / "no-config.toml"),
+                "KIMI_CODE_STATE_DIR": str(tmp_path / "state"), "KIMI_CODE_VERIFY_REPLAY": "1"})
+    return env
+
+
+def run_bench(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchmarks.swebench", *args], cwd=ROOT, env=bench_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def task_set(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+    base = tmp_path_factory.mktemp("swebench")
+    records = make_tasks(base / "repos")
+    return base / "repos", write_jsonl(base / "tasks.jsonl", records), records
+
+
+# -- records and recipes -----------------------------------------------------------------------
+def test_records_decode_json_encoded_test_lists_and_select_ids(task_set) -> None:
+    _, path, _ = task_set
+    tasks = load_tasks(path)
+    assert [t.instance_id for t in tasks][:2] == ["calc__calc-1", "calc__calc-2"]
+    assert tasks[0].fail_to_pass == ["tests/test_ops.py::test_add"]
+    assert tasks[0].repo_dir_name == "kimi-test+calc"
+    picked = load_tasks(path, ["calc__calc-wrong", "calc__calc-1"])
+    assert [t.instance_id for t in picked] == ["calc__calc-1", "calc__calc-wrong"]  # file order
+    with pytest.raises(BenchError, match="no instance nope"):
+        load_tasks(path, ["nope"])
+
+
+def test_records_reject_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instance_id": "x"}\n')
+    with pytest.raises(BenchError, match="x: record lacks repo"):
+        load_tasks(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(BenchError, match=r"bad.jsonl:1: not valid JSON"):
+        load_tasks(bad)
+    rec = {"instance_id": "y", "repo": "a/b", "base_commit": "0", "problem_statement": "", "patch": "",
+           "test_patch": "", "FAIL_TO_PASS": "not a list", "PASS_TO_PASS": "[]", "version": "1"}
+    with pytest.raises(BenchError, match="y: FAIL_TO_PASS is not a JSON list"):
+        Task.from_record(rec)
+
+
+def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_hash() -> None:
+    for repo in ("psf/requests", "marshmallow-code/marshmallow", "pallets/flask", "pydicom/pydicom",
+                 "pvlib/pvlib-python", "sqlfluff/sqlfluff", "pylint-dev/astroid", "pytest-dev/pytest"):
+        assert RECIPES[repo], repo
+    assert recipe_for("pallets/flask", "2.3").python == "3.11"
+    assert recipe_for("pydicom/pydicom", "1.4").python == "3.8"
+    assert recipe_for("pytest-dev/pytest", "7.4").task_install  # _version.py is generated per checkout
+    assert recipe_for("unknown/repo", "1.0").packages == ("pytest",)
+    base = recipe_for("psf/requests", "2.0")
+    changed = recipe_for("psf/requests", "2.0", {"packages": ["pytest", "httpbin"], "env": {"A": "1"}})
+    assert changed.packages == ("pytest", "httpbin") and changed.env == (("A", "1"),)
+    assert changed.to_json() != base.to_json()
+    with pytest.raises(BenchError, match="unknown field"):
+        recipe_for("psf/requests", "2.0", {"pip": ["x"]})
+
+
+# -- patches, test output, oracle ------------------------------------------------------------
+def test_patch_parsing_finds_new_files_and_test_directives(task_set) -> None:
+    _, _, records = task_set
+    files = parse_patch(records[1]["patch"])
+    assert [(f.old_path, f.new_path) for f in files] == [(None, "calc/const.py"), ("calc/text.py", "calc/text.py")]
+    assert [len(h.old) for h in files[1].hunks] == [1, 1]  # -U0: no context at all
+    assert patches.test_directives(records[1]["test_patch"]) == ["tests/test_const.py", "tests/test_text.py"]
+    assert touched_files("diff --git a/x.txt b/y.txt\nrename from x.txt\nrename to y.txt\n") == ["x.txt", "y.txt"]
+
+
+def test_oracle_edits_are_unique_and_rebuild_the_gold_result(task_set, tmp_path: Path) -> None:
+    repos_dir, _, records = task_set
+    work = tmp_path / "w"
+    subprocess.run(["git", "clone", "-q", str(repos_dir / "kimi-test+calc"), str(work)], check=True)
+    text = (work / "calc/text.py").read_text()
+    fp = parse_patch(records[1]["patch"])[1]
+    edits, result = hunk_edits(text, fp)
+    current = text
+    for old, new in edits:  # what edit_file will see: each old string exactly once, in order
+        assert current.count(old) == 1, old
+        current = current.replace(old, new)
+    subprocess.run(["git", "apply", "--unidiff-zero", "-"], cwd=work, input=records[1]["patch"], text=True, check=True)
+    assert current == result == (work / "calc/text.py").read_text()
+    policy = OraclePolicy(tmp_path / "w", records[0]["patch"], "pytest -rA tests/test_ops.py")
+    names = [t.tool_calls[0].name for t in policy.turns]
+    assert names == ["edit_file", "run_tests", "finish"]
+    ids = [t.tool_calls[0].id for t in policy.turns]
+    assert len(set(ids)) == len(ids)  # Kimi rejects a history with a repeated tool-call id
+    assert all(t.reasoning for t in policy.turns)  # thinking mode requires reasoning on tool turns
+
+
+def test_pytest_rA_parsing_and_judging() -> None:
+    out = (
+        "\x1b[32mPASSED\x1b[0m tests/t.py::test_a\n"
+        "FAILED tests/t.py::test_b - assert [1] == [2]\n"
+        "FAILED tests/t.py::test_c[x - y] - AssertionError: boom\n"
+        "PASSED tests/t.py::test_d[1 2]\n"
+        "XFAIL tests/t.py::test_e - known\n"
+        "PASSED tests/t.py::test_f\n"
+        "ERROR tests/t.py::test_f - teardown failed\n"
+        "SKIPPED [1] tests/t.py:9: no network\n"
+    )
+    statuses = grading.parse_pytest_rA(out)
+    assert statuses == {"tests/t.py::test_a": "PASSED", "tests/t.py::test_b": "FAILED",
+                        "tests/t.py::test_c[x - y]": "FAILED", "tests/t.py::test_d[1 2]": "PASSED",
+                        "tests/t.py::test_e": "XFAIL", "tests/t.py::test_f": "ERROR"}
+    task = Task("i", "a/b", "0", "", "", "", ["tests/t.py::test_a", "tests/t.py::test_e"],
+                ["tests/t.py::test_d[1 2]"], "1", "0")
+    assert grading.judge(task, statuses).resolved
+    task.pass_to_pass.append("tests/t.py::test_missing")  # absent from the output: failed
+    graded = grading.judge(task, statuses)
+    assert not graded.resolved and graded.pass_to_pass_failed == ["tests/t.py::test_missing"]
+
+
+def test_eval_tree_resets_test_files_the_agent_touched(task_set, tmp_path: Path) -> None:
+    repos_dir, path, records = task_set
+    task = load_tasks(path, ["calc__calc-1"])[0]
+    mirror = repos_dir / "kimi-test+calc"
+    cheat = ("diff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n"
+             "@@ -4,2 +4,2 @@ from calc.ops import add, mul\n def test_mul():\n-    assert mul(3, 4) == 12\n"
+             "+    assert True\n")
+    grading.prepare_eval_tree(mirror, task, records[0]["patch"] + cheat, tmp_path / "eval")
+    test_file = (tmp_path / "eval/tests/test_ops.py").read_text()
+    assert "assert mul(3, 4) == 12" in test_file and "def test_add" in test_file
+    assert "return a + b" in (tmp_path / "eval/calc/ops.py").read_text()
+    log = repos.git("log", "--oneline", "--all", cwd=tmp_path / "eval").stdout
+    assert len(log.splitlines()) == 1  # the checkout holds no later history to peek at
+    with pytest.raises(BenchError, match="agent's patch does not apply"):
+        grading.prepare_eval_tree(mirror, task, cheat.replace("== 12", "== 13"), tmp_path / "eval2")
+
+
+def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
+    proc = run_bench(["run", str(tmp_path / "missing.jsonl")], tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"]
+    assert "Traceback" not in proc.stderr
+
+
+# -- end to end: oracle mode in Docker -----------------------------------------------------------
+def _bench_args(task_set, tmp_path: Path, *extra: str) -> list[str]:
+    from conftest import TEST_IMAGE
+
+    repos_dir, path, _ = task_set
+    args = ["run", str(path), "--model", "oracle", "--repos-dir", str(repos_dir), "--image", TEST_IMAGE,
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "results.jsonl")]
+    if CA.is_file():
+        args += ["--ca-bundle", str(CA)]
+    return args + list(extra)
+
+
+def _results(tmp_path: Path) -> dict[str, dict]:
+    return {r["instance_id"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def oracle_run(task_set, tmp_path_factory):
+    """All four tasks, two workers, once for the module (the environment image is built once per machine)."""
+    from conftest import require_docker
+
+    require_docker()
+    tmp = tmp_path_factory.mktemp("oracle-run")
+    proc = run_bench(_bench_args(task_set, tmp, "--workers", "2"), tmp)
+    yield proc, _results(tmp) if (tmp / "results.jsonl").exists() else {}
+    _assert_no_leftover_containers(tmp)
+
+
+def _assert_no_leftover_containers(under: Path) -> None:
+    import docker
+
+    client = docker.from_env()
+    try:
+        mine = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code-bench.managed=1"})]
+        sandboxes = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"})
+                     if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(under))]
+        assert not mine and not sandboxes, (mine, sandboxes)
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_oracle_resolves_valid_tasks(oracle_run) -> None:
+    proc, results = oracle_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for iid, steps in (("calc__calc-1", 3), ("calc__calc-2", 5)):
+        r = results[iid]
+        assert (r["status"], r["resolved"], r["agent_status"], r["exit_code"]) == ("resolved", True, "success", 0), r
+        assert r["steps"] == steps and r["fail_to_pass_failed"] == [] and r["pass_to_pass_failed"] == []
+        assert r["tokens"]["prompt"] > 0 and 0 < r["cached_share"] < 1 and r["patch_lines"] > 0
+    # Non-TTY output is a plain table with the totals line.
+    assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 2/4 (50%)" in proc.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_wrong_patch_is_graded_unresolved(oracle_run) -> None:
+    _, results = oracle_run
+    r = results["calc__calc-wrong"]
+    assert (r["status"], r["resolved"], r["agent_status"]) == ("unresolved", False, "success")
+    assert r["fail_to_pass_failed"] == ["tests/test_ops.py::test_add"] and r["pass_to_pass_failed"] == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
+    proc, results = oracle_run
+    r = results["calc__calc-noenv"]
+    assert (r["status"], r["resolved"], r["steps"]) == ("env_error", False, 0)
+    assert "exit 7" in r["error"] and "no such toolchain" in r["error"]
+    log = Path(r["error"].rsplit("log: ", 1)[1])
+    assert "no such toolchain" in log.read_text()
+    assert len(results) == 4  # the others ran
+    assert "calc__calc-noenv: env_error" in proc.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_environment_image_is_shared_and_reused(oracle_run, task_set, tmp_path: Path) -> None:
+    _, results = oracle_run
+    valid = [results[i] for i in ("calc__calc-1", "calc__calc-2", "calc__calc-wrong")]
+    assert len({r["env_image"] for r in valid}) == 1 and valid[0]["env_image"].startswith("kimi-code-bench-env:")
+    assert sum(r["env_built"] for r in valid) <= 1  # built at most once, by one of the workers
+    # A later run reuses it. A budget the oracle cannot finish in is recorded as a limit, and the
+    # work done before it (the one edit, which is the whole fix) is still graded.
+    proc = run_bench(_bench_args(task_set, tmp_path, "--ids", "calc__calc-1", "--max-steps", "1"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _results(tmp_path)["calc__calc-1"]
+    assert r["env_built"] is False and r["env_image"] == valid[0]["env_image"]
+    assert (r["status"], r["agent_status"], r["resolved"], r["steps"]) == ("limit", "limit", True, 1)
+    _assert_no_leftover_containers(tmp_path)
