@@ -207,6 +207,34 @@ def run(
 
 
 @app.command()
+def demo(
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the sample repository (default: a new temporary directory)."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default; falls back to none without Docker) or none."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
+    output: str = OutputOpt,
+    state_dir: Optional[Path] = StateDirOpt,
+) -> None:
+    """Watch the agent fix a bug in a sample repository: a recorded session, replayed for real. No API key needed."""
+    from . import demo as demo_mod
+    from .session import RunOptions, start
+
+    output = _check_output(output)
+
+    def say(text: str) -> None:  # progress lines go to stdout only in text mode (json stays parseable)
+        typer.echo(text, err=output != "text")
+
+    plan = demo_mod.plan({"sandbox": sandbox, "image": image, "state_dir": state_dir}, directory, say)
+    if plan.notice:
+        err_console.print(f"[bold yellow]notice:[/] {plan.notice}", highlight=False)
+    say(f"kimi-code demo: replaying a recorded session in {plan.repo}\ntask: {demo_mod.TASK}\n")
+    result = start(plan.settings, demo_mod.TASK, plan.repo,
+                   RunOptions(output=output, pace=demo_mod.pace_for(output)))
+    _report(result, output, state_dir)
+    say(demo_mod.epilogue(plan.repo, result.session_id, plan.settings.state_dir, state_dir is not None))
+    raise typer.Exit(result.outcome.exit_code)
+
+
+@app.command()
 def resume(
     session_id: Optional[str] = typer.Argument(None, help="Session id (or a unique prefix)."),
     last: bool = typer.Option(False, "--last", help="Resume the most recently updated session."),

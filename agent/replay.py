@@ -42,7 +42,9 @@ class RecordedTurn:
     message: dict[str, Any]
     usage: dict[str, Any] | None
     finish_reason: str | None
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # call id -> tool_result payload
+    # call id as the session sent it back (repeated ids renamed, as a live replay renames them too)
+    # -> the tool_result payload
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def call_ids(self) -> list[str]:
@@ -168,7 +170,11 @@ class Replayer:
         recorded = turn.results.get(call_id)
         name = str(event.payload.get("name"))
         if recorded is None:
-            return  # the recording never saw this call's result (it stopped there): nothing to compare
+            if not turn.results:
+                return  # the recorded session stopped before this step's results: nothing to compare
+            self.divergence = (f"replay diverged at step {event.step}: the recording has no result for {name} "
+                               f"({call_id})")
+            return
         want, got = fingerprint(name, recorded), fingerprint(name, event.payload)
         if want != got:
             self.divergence = (f"replay diverged at step {event.step}: the result of {name} ({call_id}) differs "

@@ -1,0 +1,5 @@
+"""tally: word counts for text files."""
+
+from .words import top_words, tokenize
+
+__all__ = ["tokenize", "top_words"]
