@@ -160,6 +160,26 @@ def test_eval_tree_resets_test_files_the_agent_touched(task_set, tmp_path: Path)
         grading.prepare_eval_tree(mirror, task, cheat.replace("== 12", "== 13"), tmp_path / "eval2")
 
 
+def test_summary_is_a_rich_table_on_a_terminal_and_plain_text_otherwise() -> None:
+    import io
+
+    from benchmarks.swebench.records import TaskResult
+    from benchmarks.swebench.report import print_summary
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    results = [TaskResult("a__b-1", resolved=True, status="resolved", steps=4, cost=0.5, wall_time=3.0),
+               TaskResult("a__b-2", status="env_error")]
+    plain, tty = io.StringIO(), Tty()
+    print_summary(results, plain)
+    print_summary(results, tty)
+    assert plain.getvalue().splitlines()[1].split() == ["a__b-1", "resolved", "yes", "4", "0", "0%", "$0.5000", "3.0s"]
+    assert "resolved 1/2 (50%) · cost $0.5000" in plain.getvalue() and "│" not in plain.getvalue()
+    assert "┃" in tty.getvalue() and "a__b-2" in tty.getvalue() and "resolved 1/2 (50%)" in tty.getvalue()
+
+
 def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     proc = run_bench(["run", str(tmp_path / "missing.jsonl")], tmp_path, timeout=60)
     assert proc.returncode == 2

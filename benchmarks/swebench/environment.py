@@ -35,7 +35,8 @@ class EnvSpec:
     base_image: str
 
 
-def _base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
+def base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
+    """The base image's id and environment, pulling it when missing."""
     from docker.errors import APIError, ImageNotFound
 
     try:
@@ -53,7 +54,7 @@ def _base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
 
 def image_tag(client: Any, spec: EnvSpec) -> str:
     """The environment's tag: a hash of everything that goes into the image."""
-    base_id, _ = _base_image_id(client, spec.base_image)
+    base_id, _ = base_image_id(client, spec.base_image)
     key = "\0".join([base_id, spec.repo, spec.setup_commit, spec.recipe.to_json()])
     return f"{IMAGE_REPO}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
@@ -132,7 +133,7 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
                 tail = [ln for ln in run.output.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
                 raise EnvBuildError(f"environment for {spec.repo} @ {spec.setup_commit[:12]} failed to build "
                                     f"({why}): {tail[0][:200]} — log: {log_path}")
-            _, base_env = _base_image_id(client, spec.base_image)
+            _, base_env = base_image_id(client, spec.base_image)
             base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")),
                              "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             changes = [f"ENV PATH={VENV}/bin:{base_path}", f"ENV VIRTUAL_ENV={VENV}",

@@ -116,7 +116,7 @@ class TaskResult:
     agent_status: str | None = None  # what kimi-code run reported (success, failure, limit, ...)
     exit_code: int | None = None
     steps: int = 0
-    tokens: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "cached": 0, "completion": 0})
     cached_share: float = 0.0
     cost: float = 0.0
     wall_time: float = 0.0

@@ -164,7 +164,7 @@ class BenchRunner:
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.ca_bundle is not None and not self.cfg.ca_bundle.is_file():
             raise BenchError(f"CA bundle {self.cfg.ca_bundle} does not exist")
-        self.client  # noqa: B018 - fail once, clearly, without Docker
+        environment.base_image_id(self.client, self.cfg.image)  # no Docker or no base image: one clear error
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
             return list(pool.map(self._run_one, tasks))
 
