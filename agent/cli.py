@@ -225,7 +225,7 @@ def demo(
 
     plan = demo_mod.plan({"sandbox": sandbox, "image": image, "state_dir": state_dir}, directory, say)
     if plan.notice:
-        err_console.print(f"[bold yellow]notice:[/] {plan.notice}", highlight=False)
+        err_console.print(f"[bold yellow]notice:[/] {plan.notice}", highlight=False, soft_wrap=True)
     say(f"kimi-code demo: replaying a recorded session in {plan.repo}\ntask: {demo_mod.TASK}\n")
     result = start(plan.settings, demo_mod.TASK, plan.repo,
                    RunOptions(output=output, pace=demo_mod.pace_for(output)))

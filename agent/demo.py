@@ -70,12 +70,14 @@ def docker_problem(image: str, notice: Callable[[str], None]) -> str | None:
         from kimi_code.sandbox.images import ensure_image
 
         client = connect()
-        try:
-            ensure_image(client, image, on_notice=notice)
-        finally:
-            client.close()
     except Exception as exc:  # noqa: BLE001 - any reason at all means: no Docker for the demo
-        return " ".join(str(exc).split())[:300] or exc.__class__.__name__
+        return f"no Docker daemon reachable: {' '.join(str(exc).split())[:200]}"
+    try:
+        ensure_image(client, image, on_notice=notice)
+    except Exception:  # noqa: BLE001
+        return f"the sandbox image {image} is not here and could not be pulled; --image IMAGE picks another"
+    finally:
+        client.close()
     return None
 
 
