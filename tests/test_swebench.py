@@ -22,7 +22,7 @@ from benchmarks.swebench import patches  # noqa: E402
 from benchmarks.swebench.patches import parse_patch, touched_files  # noqa: E402
 from benchmarks.swebench.recipes import RECIPES, recipe_for  # noqa: E402
 from benchmarks.swebench.records import Task, load_tasks  # noqa: E402
-from swebench_fixtures import make_tasks, write_jsonl  # noqa: E402
+from swebench_fixtures import make_calc_repo, make_tasks, write_jsonl  # noqa: E402
 
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -279,3 +279,19 @@ def test_environment_image_is_shared_and_reused(oracle_run, task_set, tmp_path: 
     assert r["env_built"] is False and r["env_image"] == valid[0]["env_image"]
     assert (r["status"], r["agent_status"], r["resolved"], r["steps"]) == ("limit", "limit", True, 1)
     _assert_no_leftover_containers(tmp_path)
+
+
+def test_work_tree_diff_carries_the_agents_work_when_no_patch_was_written(tmp_path: Path) -> None:
+    """A kimi-code killed at the harness timeout writes no --patch-out; its work is graded from the tree."""
+    mirror, head = make_calc_repo(tmp_path / "repos")
+    tree = repos.checkout(mirror, head, tmp_path / "tree")
+    (tree / "calc" / "ops.py").write_text("def add(a, b):\n    return a + b\n")
+    (tree / "calc" / "new.py").write_bytes(b"X = 1\n\x00binary\n")
+    (tree / "calc" / "__pycache__").mkdir()
+    (tree / "calc" / "__pycache__" / "ops.cpython-311.pyc").write_bytes(b"junk")  # ignored: not in the diff
+    patch = repos.work_tree_diff(tree)
+    assert "__pycache__" not in patch and "calc/new.py" in patch
+    fresh = repos.checkout(mirror, head, tmp_path / "fresh")
+    repos.apply_patch(fresh, patch, "agent's patch")
+    assert (fresh / "calc" / "ops.py").read_text() == "def add(a, b):\n    return a + b\n"
+    assert (fresh / "calc" / "new.py").read_bytes() == b"X = 1\n\x00binary\n"

@@ -74,6 +74,13 @@ def checkout(mirror: Path, commit: str, dest: Path) -> Path:
     return dest
 
 
+def work_tree_diff(work_tree: Path) -> str:
+    """Everything changed in ``work_tree`` since its commit, new files included (ignored ones not),
+    as a binary-safe patch: the agent's diff when kimi-code could not write one (killed at a timeout)."""
+    git("add", "-A", cwd=work_tree)
+    return git("diff", "--cached", "--binary", "HEAD", cwd=work_tree).stdout
+
+
 def apply_patch(work_tree: Path, patch: str, what: str) -> None:
     """``git apply`` a patch to the work tree (the way SWE-bench applies model and test patches)."""
     if not patch.strip():

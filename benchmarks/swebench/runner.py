@@ -222,7 +222,9 @@ class BenchRunner:
         result.tokens = {k: int(tokens.get(k) or 0) for k in ("prompt", "cached", "completion")}
         result.cached_share = float(tokens.get("cached_share") or 0.0)
         result.cost = float(summary.get("cost") or 0.0)
-        patch = patch_file.read_text() if patch_file.exists() else ""
+        # kimi-code writes --patch-out when it ends; one killed at the harness timeout doesn't, and its
+        # work is still graded, from the work tree.
+        patch = patch_file.read_text() if patch_file.exists() else repos.work_tree_diff(workspace)
         result.patch_lines = patch.count("\n")
         ended = _agent_status(code, summary)
         if ended and not summary and code is not None:
