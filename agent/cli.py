@@ -219,6 +219,10 @@ def demo(
     from .session import RunOptions, start
 
     output = _check_output(output)
+    # Replayed turns carry their recorded usage: the tokenizer notice would only distract here.
+    import logging
+
+    logging.getLogger("kimi_code.agent.tokens").setLevel(logging.ERROR)
 
     def say(text: str) -> None:  # progress lines go to stdout only in text mode (json stays parseable)
         typer.echo(text, err=output != "text")
