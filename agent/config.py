@@ -178,6 +178,11 @@ class Settings(BaseModel):
     compaction_threshold: float = Field(0.8, gt=0.1, le=0.95, description="share of the window")
     git_author: str | None = Field(None, description="'Name <email>' for --branch commits")
 
+    @field_validator("replay")
+    @classmethod
+    def _absolute_recording(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:

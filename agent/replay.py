@@ -16,6 +16,7 @@ for every other tool.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,16 @@ DIVERGENCE_TYPE = "replay_divergence"
 DIVERGED = "replay_diverged"  # the outcome status of a stopped replay
 # Tools whose result text depends on the machine (timings, versions, absolute paths).
 _EXEC_TOOLS = frozenset({"shell", "run_tests"})
+# Recorded settings a replay takes over: they shape what the model saw (how tool output was cut,
+# which tests ran, when history was summarized). Where commands run stays this machine's choice.
+REPLAYED_SETTINGS = ("tool_output_tokens", "test_command", "command_timeout", "compaction", "compaction_threshold",
+                     "context_window", "max_output_tokens")
 _TEST_KEYS = ("parsed", "passed", "failed", "errors", "skipped", "failing")
+# Saved full outputs live under a per-session directory: the id differs between runs.
+_OUTPUTS = re.compile(r"\.kimi-code/outputs/[^/\s]+/")
+# Of a result cut to the token budget, only the start is compared: where the cut falls depends on
+# the tokenizer available on the machine, and the notice names the session's saved output.
+_CUT_COMPARED = 1000
 
 
 @dataclass
@@ -56,9 +66,11 @@ class Recording:
     """The model's side of a recorded session, with the tool results it saw."""
 
     path: Path
+    session_id: str
     task: str
     model: str
     thinking: bool | None
+    settings: dict[str, Any]  # the recorded session's (see REPLAYED_SETTINGS)
     turns: list[RecordedTurn]
     summaries: list[str]  # compaction summaries, in order
 
@@ -90,16 +102,31 @@ class Recording:
         for e in events:
             if e.type == ev.ASSISTANT:
                 p = e.payload
-                turns.append(RecordedTurn(e.step, p.get("message") or {}, p.get("usage"), p.get("finish_reason")))
+                message = p.get("message")
+                if not isinstance(message, dict) or not _valid_calls(message.get("tool_calls")):
+                    raise ConfigError(f"{path}: the assistant turn of step {e.step} is malformed")
+                usage = p.get("usage") if isinstance(p.get("usage"), dict) else None
+                turns.append(RecordedTurn(e.step, message, usage, p.get("finish_reason")))
             elif e.type == ev.TOOL_RESULT and turns and not e.payload.get("interrupted"):
+                if not isinstance(e.payload.get("metadata") or {}, dict):
+                    raise ConfigError(f"{path}: a tool result of step {e.step} is malformed")
                 turns[-1].results[str(e.payload.get("call_id"))] = e.payload
             elif e.type == ev.COMPACTION and not e.payload.get("mechanical"):
                 summaries.append(str(e.payload.get("summary") or ""))
         if not turns:
             raise ConfigError(f"{path} holds no model turns to replay")
         model = str(start.payload.get("model") or settings.get("model") or DEFAULT_MODEL)
-        return cls(path, str(start.payload.get("task", "")), model if model in MODELS else DEFAULT_MODEL,
-                   settings.get("thinking"), turns, summaries)
+        return cls(path, str(start.payload.get("session_id") or ""), str(start.payload.get("task", "")),
+                   model if model in MODELS else DEFAULT_MODEL,
+                   settings.get("thinking"), settings, turns, summaries)
+
+
+def _valid_calls(calls: Any) -> bool:
+    if calls is None:
+        return True
+    return isinstance(calls, list) and all(
+        isinstance(c, dict) and isinstance(c.get("function"), dict) and isinstance(c["function"].get("name"), str)
+        for c in calls)
 
 
 def effective_events(events: list[Event]) -> list[Event]:
@@ -113,8 +140,9 @@ def effective_events(events: list[Event]) -> list[Event]:
     return kept
 
 
-def fingerprint(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """What must match between a recorded and a live tool result (see the module docstring)."""
+def fingerprint(name: str, payload: dict[str, Any], *, cut: bool = False) -> dict[str, Any]:
+    """What must match between a recorded and a live tool result (see the module docstring).
+    ``cut``: one of the two was cut to the token budget, so only the start of the text counts."""
     meta = payload.get("metadata") or {}
     out: dict[str, Any] = {"is_error": bool(payload.get("is_error"))}
     if name in _EXEC_TOOLS and "exit_code" in meta:
@@ -122,23 +150,36 @@ def fingerprint(name: str, payload: dict[str, Any]) -> dict[str, Any]:
         tests = meta.get("tests")
         if isinstance(tests, dict):
             out["tests"] = {k: tests.get(k) for k in _TEST_KEYS}
-    else:
-        content = payload.get("content")
-        out["content"] = content.strip() if isinstance(content, str) else content
+        return out
+    content = payload.get("content")
+    if isinstance(content, str):
+        content = _OUTPUTS.sub(".kimi-code/outputs/SESSION/", content.strip())
+        if cut:
+            content = content.split("\n\n[... ", 1)[0][:_CUT_COMPARED]
+    out["content"] = content
     return out
 
 
 def _first_difference(recorded: dict[str, Any], live: dict[str, Any]) -> str:
-    for key in recorded.keys() | live.keys():
+    for key in ("is_error", "exit_code", "tests", "content"):
         a, b = recorded.get(key), live.get(key)
-        if a != b:
-            if key == "content" and isinstance(a, str) and isinstance(b, str):
-                a_lines, b_lines = a.splitlines() or [""], b.splitlines() or [""]
-                for ra, rb in zip(a_lines + [""] * len(b_lines), b_lines + [""] * len(a_lines)):
-                    if ra != rb:
-                        return f"recorded {_clip(ra)!r}, now {_clip(rb)!r}"
-            return f"{key}: recorded {_clip(json.dumps(a))}, now {_clip(json.dumps(b))}"
+        if a == b:
+            continue
+        if key == "content" and isinstance(a, str) and isinstance(b, str):
+            a_lines, b_lines = a.splitlines() or [""], b.splitlines() or [""]
+            for number, (ra, rb) in enumerate(zip(a_lines + [""] * len(b_lines), b_lines + [""] * len(a_lines)), 1):
+                if ra != rb:
+                    at = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))
+                    return f"line {number}: recorded {_around(ra, at)!r}, now {_around(rb, at)!r}"
+        return f"{key}: recorded {_clip(json.dumps(a))}, now {_clip(json.dumps(b))}"
     return "results differ"
+
+
+def _around(text: str, at: int, n: int = 100) -> str:
+    """The part of ``text`` around position ``at`` (where two lines first differ)."""
+    start = max(0, at - n // 3)
+    piece = text[start:start + n]
+    return ("…" if start else "") + piece + ("…" if start + n < len(text) else "")
 
 
 def _clip(text: str, n: int = 120) -> str:
@@ -155,6 +196,7 @@ class Replayer:
     def __init__(self, recording: Recording, position: Callable[[], int] | None = None) -> None:
         self.recording = recording
         self.position = position or (lambda: 0)
+        self.live_session_id: Callable[[], str] = lambda: recording.session_id
         self.divergence: str | None = None
         self._summaries_served = 0
 
@@ -175,7 +217,8 @@ class Replayer:
             self.divergence = (f"replay diverged at step {event.step}: the recording has no result for {name} "
                                f"({call_id})")
             return
-        want, got = fingerprint(name, recorded), fingerprint(name, event.payload)
+        cut = any((p.get("metadata") or {}).get("budget_cut") for p in (recorded, event.payload))
+        want, got = fingerprint(name, recorded, cut=cut), fingerprint(name, event.payload, cut=cut)
         if want != got:
             self.divergence = (f"replay diverged at step {event.step}: the result of {name} ({call_id}) differs "
                                f"from the recording ({_first_difference(want, got)}); stopped instead of "
@@ -205,7 +248,7 @@ class Replayer:
             return Fault(status=400, error_type=DIVERGENCE_TYPE, message=self.divergence)
         turn = turns[index]
         message = turn.message
-        calls = [ToolCallSpec(c["function"]["name"], c["function"].get("arguments") or "{}", id=c.get("id"))
+        calls = [ToolCallSpec(c["function"]["name"], self._arguments(c["function"].get("arguments")), id=c.get("id"))
                  for c in message.get("tool_calls") or ()]
         usage = None
         if turn.usage:
@@ -219,6 +262,15 @@ class Replayer:
                     finish_reason=turn.finish_reason if turn.finish_reason in ("stop", "tool_calls", "length") else None)
 
 
+    def _arguments(self, arguments: Any) -> str:
+        """Recorded arguments, with the recorded session's saved-output paths pointing at this session's."""
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+        old, new = self.recording.session_id, self.live_session_id()
+        if old and new and old != new:
+            text = text.replace(f".kimi-code/outputs/{old}/", f".kimi-code/outputs/{new}/")
+        return text
+
+
 class ReplaySource:
     """A running replay: the fake endpoint, the settings that point at it, and its replayer."""
 
@@ -228,14 +280,23 @@ class ReplaySource:
         self.server = FakeKimi(self.replayer.respond, api_key="sk-replay-local",
                                chunk_delay=pace, chunk_chars=12 if pace else 24).start()
         thinking = recording.thinking if recording.thinking is not None else settings.thinking
-        self.settings = settings.model_copy(update={
-            "model": recording.model, "thinking": thinking, "base_url": self.server.base_url,
-            "provider": "moonshot", "api_key": SecretStr(self.server.api_key),
-        })
+        recorded = {k: recording.settings[k] for k in REPLAYED_SETTINGS if k in recording.settings}
+        try:
+            self.settings = Settings(**{**settings.model_dump(), **recorded, "model": recording.model,
+                                        "thinking": thinking, "base_url": self.server.base_url,
+                                        "provider": "moonshot", "api_key": SecretStr(self.server.api_key)})
+        except ValueError as exc:
+            self.server.stop()
+            raise ConfigError(f"{recording.path}: its recorded settings are not valid here ({exc})") from None
 
     def bind(self, loop: Any) -> None:
         """Follow ``loop``: its step count says which turn is next; its events are checked."""
         self.replayer.position = lambda: loop.state.step
+        self.replayer.live_session_id = lambda: loop.state.session_id or loop.session.id
+        # A resumed replay checks the results already in the log first: a replay that diverged
+        # before it stopped must not go on now.
+        for event in loop.session.log.load():
+            self.replayer.observe(event)
         loop.observers.append(self.replayer.observe)
         loop.stop_check = self.replayer.stop_reason
 

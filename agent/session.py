@@ -20,7 +20,7 @@ from .client import ModelClient
 from .config import Settings, load_settings
 from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
 from .loop import AgentLoop, Limits, Outcome
-from .replay import ReplaySource, open_source
+from .replay import DIVERGED, ReplaySource, open_source
 from .state import SessionState
 from .store import SessionDir, SessionMeta, SessionStore, new_session_id
 from .tokens import count_message, count_text, count_tools
@@ -223,6 +223,10 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             raise SessionError(f"session {session.id} has no start event: nothing to resume")
         state = SessionState.fold(events)
         recorded = {k: v for k, v in state.settings.items() if k in STICKY_SETTINGS}
+        if recorded.get("replay") and settings_flags.get("model"):
+            # A replayed session handed over to a real model: the replay and its local endpoint go.
+            for name in ("replay", "base_url", "provider"):
+                recorded.pop(name, None)
         settings = load_settings({**recorded, **{k: v for k, v in settings_flags.items() if v is not None}})
         workspace = Path(state.repo)
         if not workspace.is_dir():
@@ -235,10 +239,11 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         replay = open_source(settings, pace=options.pace)
         if replay is not None:
             settings = replay.settings
-        settings.require_api_key()
-        runner = Runner(settings, session, state, workspace, options)
-        runner.replay = replay
+        runner = None
         try:
+            settings.require_api_key()
+            runner = Runner(settings, session, state, workspace, options)
+            runner.replay = replay
             runner.sandbox = _make_sandbox(settings, session.id, workspace)
             notices: list[str] = []
             if runner.sandbox.reattach():
@@ -273,7 +278,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             outcome = loop.run()
             return _finish(runner, outcome, checkpointer)
         finally:
-            runner.view.close()
+            if runner is not None:
+                runner.view.close()
             if replay is not None:
                 replay.close()
     finally:
@@ -353,7 +359,8 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
     if runner.sandbox is not None:
         try:
-            if state.finished and not keep:
+            # A diverged replay can't go on (resuming it stops again at once): nothing to keep.
+            if (state.finished or outcome.status == DIVERGED) and not keep:
                 runner.sandbox.stop(remove=True)
             else:
                 runner.sandbox.stop(remove=False)
