@@ -377,7 +377,8 @@ def export(
     store = _store(state_dir)
     session = store.open(session_id) if session_id else store.last()
     events = session.log.load()
-    scrubber = Scrubber()
+    key = config_mod.load_settings({}).api_key  # also when it comes from the config file
+    scrubber = Scrubber(extra={"API_KEY": key.get_secret_value()} if key else None)
     if fmt == "recording":
         text = "".join(line + "\n" for line in recording_lines(events, scrubber))
     else:

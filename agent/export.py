@@ -37,19 +37,33 @@ _CREDENTIAL_PATTERNS = (
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-+/=]{16,}"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
 )
+# scheme://user:password@host: the password part.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^/\s@]+)(@)", re.I)
 # NAME_KEY=value / "api_token": "value" with a value that looks generated (letters and digits, long).
 _ASSIGNMENT = re.compile(
     r"(?i)(\b[A-Za-z0-9_]*(?:key|token|secret|password)\b[\"']?\s*[=:]\s*[\"']?)([A-Za-z0-9_\-+/=.]{16,})")
 
 
 class Scrubber:
-    """Replaces secrets in every string of a JSON-like value."""
+    """Replaces secrets in every string of a JSON-like value (keys included).
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    ``extra`` names more secrets than the environment holds (the configured API key). Each value is
+    also looked for in its JSON-escaped form: tool-call arguments are JSON text inside the export.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        values = {v: k for k, v in env.items() if _SECRET_NAME.search(k) and len(v.strip()) >= _MIN_SECRET}
+        found: dict[str, str] = {}
+        for name, value in [*env.items(), *(extra or {}).items()]:
+            if not (_SECRET_NAME.search(name) or (extra and name in extra)):
+                continue
+            form = value.strip()  # a stray newline or space around a value must not hide it
+            if len(form) >= _MIN_SECRET:
+                found.setdefault(form, name)
+                for escaped in {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]} - {form}:
+                    found.setdefault(escaped, name)
         # Longest first, so a value containing another is replaced whole.
-        self._values = sorted(values.items(), key=lambda kv: -len(kv[0]))
+        self._values = sorted(found.items(), key=lambda kv: -len(kv[0]))
 
     def text(self, text: str) -> str:
         for value, name in self._values:
@@ -57,16 +71,27 @@ class Scrubber:
                 text = text.replace(value, f"[REDACTED:{name}]")
         for pattern in _CREDENTIAL_PATTERNS:
             text = pattern.sub("[REDACTED]", text)
+        text = _URL_PASSWORD.sub(r"\1[REDACTED]\3", text)
         return _ASSIGNMENT.sub(_redact_assignment, text)
 
     def value(self, obj: Any) -> Any:
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):
-            return {k: self.value(v) for k, v in obj.items()}
+            return {self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in obj.items()}
         if isinstance(obj, list):
             return [self.value(v) for v in obj]
         return obj
+
+    def arguments(self, arguments: Any) -> Any:
+        """Tool-call arguments (JSON text): scrubbed as data, so escaping can't hide a secret."""
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments)
+            except ValueError:
+                return self.text(arguments)
+            return json.dumps(self.value(parsed), ensure_ascii=False)
+        return self.value(arguments)
 
 
 def _redact_assignment(match: re.Match[str]) -> str:
@@ -83,6 +108,11 @@ def recording_lines(events: list[Event], scrubber: Scrubber) -> list[str]:
         if e.type not in RECORDING_TYPES:
             continue
         payload = scrubber.value(e.payload)
+        if e.type == ev.ASSISTANT:
+            original = (e.payload.get("message") or {}).get("tool_calls") or ()
+            for call, before in zip((payload.get("message") or {}).get("tool_calls") or (), original):
+                if "arguments" in (before.get("function") or {}):
+                    call["function"]["arguments"] = scrubber.arguments(before["function"]["arguments"])
         if e.type == ev.SESSION_STARTED:
             payload.pop("pid", None)
         out.append(Event(type=e.type, payload=payload, step=e.step, seq=len(out), time=e.time, v=e.v).to_json())
