@@ -32,7 +32,9 @@ TASK = (
     "tally counts \"Hello,\" and \"hello\" as two different words, and words on either side of a line break "
     "come out glued together. Fix it so that the tests pass."
 )
-_GIT_IDENTITY = ("-c", "user.name=kimi-code demo", "-c", "user.email=demo@kimi-code.invalid")
+# The user's git config must not get in the way: no signing (a signer may fail or prompt), no hooks.
+_GIT_OPTIONS = ("-c", "user.name=kimi-code demo", "-c", "user.email=demo@kimi-code.invalid",
+                "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
 
 
 @dataclass
@@ -50,16 +52,19 @@ def prepare_repo(dest: Path) -> Path:
 
     def git(*args: str) -> None:
         try:
-            subprocess.run(["git", *_GIT_IDENTITY, "-C", str(dest), *args], check=True, capture_output=True,
-                           text=True, timeout=60)
+            subprocess.run(["git", *_GIT_OPTIONS, "-C", str(dest), *args], check=True, capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             raise ConfigError("the demo needs git on PATH") from None
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"git {args[0]} in {dest} did not finish within 60 s") from None
         except subprocess.CalledProcessError as exc:
             raise ConfigError(f"git {args[0]} failed in {dest}: {exc.stderr.strip()[:200]}") from None
 
-    git("init", "-q", "-b", "main")
+    git("init", "-q")
+    git("symbolic-ref", "HEAD", "refs/heads/main")  # not `init -b`: git before 2.28 lacks it
     git("add", "-A")
-    git("commit", "-q", "-m", "tally: count words in text files")
+    git("commit", "-q", "--no-verify", "-m", "tally: count words in text files")
     return dest
 
 
