@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # benchmarks/ is not an installed package
 
 from benchmarks.swebench import grading, repos  # noqa: E402
-from benchmarks.swebench.errors import BenchError  # noqa: E402
+from benchmarks.swebench.errors import BenchError, EnvBuildError  # noqa: E402
 from benchmarks.swebench.oracle import OraclePolicy, hunk_edits  # noqa: E402
 from benchmarks.swebench import patches  # noqa: E402
 from benchmarks.swebench.patches import parse_patch, touched_files  # noqa: E402
@@ -80,7 +80,9 @@ def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_
     assert recipe_for("pallets/flask", "2.3").python == "3.11"
     assert recipe_for("pydicom/pydicom", "1.4").python == "3.8"
     assert recipe_for("pytest-dev/pytest", "7.4").task_install  # _version.py is generated per checkout
-    assert recipe_for("unknown/repo", "1.0").packages == ("pytest",)
+    with pytest.raises(EnvBuildError, match="no install recipe for django/django 3.0.*known repositories"):
+        recipe_for("django/django", "3.0")  # guessing would grade every such task unresolved
+    assert recipe_for("unknown/repo", "1.0", {"install": "make"}).packages == ("pytest",)
     base = recipe_for("psf/requests", "2.0")
     changed = recipe_for("psf/requests", "2.0", {"packages": ["pytest", "httpbin"], "env": {"A": "1"}})
     assert changed.packages == ("pytest", "httpbin") and changed.env == (("A", "1"),)
@@ -295,3 +297,14 @@ def test_work_tree_diff_carries_the_agents_work_when_no_patch_was_written(tmp_pa
     repos.apply_patch(fresh, patch, "agent's patch")
     assert (fresh / "calc" / "ops.py").read_text() == "def add(a, b):\n    return a + b\n"
     assert (fresh / "calc" / "new.py").read_bytes() == b"X = 1\n\x00binary\n"
+
+
+def test_oracle_edits_files_with_crlf_endings_and_unicode_line_separators() -> None:
+    text = "a\r\nb\r\nc \u2028 d\r\n"
+    patch = ("diff --git a/f.txt b/f.txt\n--- a/f.txt\n+++ b/f.txt\n@@ -1,3 +1,3 @@\n"
+             " a\r\n-b\r\n+B\r\n c \u2028 d\r\n")
+    planned = hunk_edits(text, parse_patch(patch)[0])
+    assert planned is not None, "the hunk must match a CRLF file read with its CRs"
+    edits, result = planned
+    assert result == "a\r\nB\r\nc \u2028 d\r\n"
+    assert all(text.count(old) == 1 for old, _ in edits)

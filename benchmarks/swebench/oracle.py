@@ -17,7 +17,7 @@ from typing import Any
 
 from kimi_code.agent.fake_kimi import ToolCallSpec, Turn
 
-from .patches import FilePatch, new_content, parse_patch
+from .patches import FilePatch, lines_of, new_content, parse_patch
 
 
 def _count(text: str, needle: str) -> int:
@@ -41,7 +41,7 @@ def _locate(lines: list[str], old: list[str], expected: int) -> int | None:
 def hunk_edits(text: str, fp: FilePatch) -> tuple[list[tuple[str, str]], str] | None:
     """The (old_string, new_string) pairs that turn ``text`` into the patched file, in order, and the
     result; None when a hunk does not match (the patch is not for this file)."""
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     edits: list[tuple[str, str]] = []
     delta = 0
     for h in fp.hunks:
@@ -104,7 +104,8 @@ class OraclePolicy:
         if fp.old_path is None or not source.is_file():
             self._add(f"I create {fp.new_path}.", "write_file", {"path": fp.new_path, "content": new_content(fp)})
             return
-        text = source.read_text(encoding="utf-8", errors="surrogateescape")
+        with open(source, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            text = fh.read()  # newline="": CRLF files keep their CRs, as the patch does
         planned = hunk_edits(text, fp)
         if planned is None:
             self.problems.append(f"{fp.path}: a hunk does not match the checkout")

@@ -29,6 +29,15 @@ class FilePatch:
         return self.new_path or self.old_path or ""
 
 
+
+def lines_of(text: str) -> list[str]:
+    """Lines with their endings, split at "\\n" only: a CR or U+2028 inside a line is content, as
+    for git (str.splitlines would split there too)."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    return lines + [parts[-1]] if parts[-1] else lines
+
+
 def _strip_prefix(name: str) -> str | None:
     name = name.split("\t")[0].strip()
     if name == "/dev/null":
@@ -44,7 +53,7 @@ def parse_patch(text: str) -> list[FilePatch]:
     cur: FilePatch | None = None
     hunk: Hunk | None = None
     last: list[str] | None = None  # the block the previous +/-/space line went to (for "\ No newline")
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     i = 0
     while i < len(lines):
         line = lines[i]

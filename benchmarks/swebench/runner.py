@@ -71,7 +71,8 @@ def _cleanup_sandboxes(client: Any, under: Path) -> None:
     """Remove kimi-code sandbox containers whose workspace is under ``under`` (a killed run's)."""
     try:
         for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"}):
-            if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(under)):
+            workspace = str((c.labels or {}).get("kimi-code.workspace", ""))
+            if workspace == str(under) or workspace.startswith(str(under) + os.sep):  # not tasks/x-12 for x-1
                 c.remove(force=True)
     except Exception:  # noqa: BLE001 - best effort
         pass
@@ -280,10 +281,16 @@ class BenchRunner:
         policy = OraclePolicy(workspace, task.patch, test_cmd)
         if policy.problems:
             raise BenchError("oracle: " + "; ".join(policy.problems))
-        for name in [k for k in env if k.startswith(("MOONSHOT_", "KIMI_API"))]:
+        # Nothing of the user's own configuration (a key or provider in the config file, KIMI_CODE_*
+        # overrides) may point the oracle's run anywhere but the fake server.
+        for name in [k for k in env if k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))
+                     and k != "KIMI_CODE_STATE_DIR"]:
             del env[name]
+        empty_config = root / "oracle-config.toml"
+        empty_config.write_text("")
+        env["KIMI_CODE_CONFIG"] = str(empty_config)
         with FakeKimi(policy) as fake:
-            env["MOONSHOT_API_KEY"] = fake.api_key
+            env["KIMI_CODE_API_KEY"] = fake.api_key
             cmd = _agent_command(cfg, workspace, task_file, patch_file, image, fake.base_url)
             code, summary = _run_agent(cmd, env, timeout, root / "agent.log")
         return code, summary, time.monotonic() - t0
