@@ -88,3 +88,19 @@ def test_bundled_recording_is_the_scripted_session() -> None:
         assert calls == [(c.name, c.arguments) for c in turn.tool_calls]
         # Every call's result is in the recording, so a replay can check each one.
         assert len(recorded.results) == len(recorded.call_ids)
+
+
+def test_demo_ignores_the_users_commit_signing_and_hooks(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "pre-commit").write_text("#!/bin/sh\nexit 1\n")
+    (hooks / "pre-commit").chmod(0o755)
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(f"[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = false\n[core]\n\thooksPath = {hooks}\n"
+                         "[init]\n\tdefaultBranch = trunk\n")
+    env = _env(tmp_path, GIT_CONFIG_GLOBAL=str(gitconfig))
+    proc = run_cli(["demo", "--dir", str(tmp_path / "tally"), "--sandbox", "none", "--output", "json"], env,
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["status"] == "success"
+    assert git(tmp_path / "tally", "branch", "--show-current") == "main\n"

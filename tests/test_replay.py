@@ -168,6 +168,11 @@ def test_scrubber_leaves_ordinary_text_alone() -> None:
     assert scrub.text("Authorization: Bearer abcdefghijklmnop0123") == "Authorization: [REDACTED]"
     assert scrub.text('"api_token": "Zx81kLm0Pq93Rt55Uv"') == '"api_token": "[REDACTED]"'
     assert scrub.value({"a": ["sk-" + "a1" * 12]}) == {"a": ["[REDACTED]"]}
+    assert scrub.text("proxy https://alice:S3cretPassw0rd@proxy.corp:8080/v1, git@github.com:o/r.git") == (
+        "proxy https://alice:[REDACTED]@proxy.corp:8080/v1, git@github.com:o/r.git")
+    assert Scrubber({"A_KEY": "abcdef123456\n"}).text("k=abcdef123456.") == "k=[REDACTED:A_KEY]."
+    keyed = Scrubber({}, extra={"API_KEY": "from-the-config-file"})
+    assert keyed.value({"from-the-config-file": "x"}) == {"[REDACTED:API_KEY]": "x"}
 
 
 def test_fingerprint_ignores_timings_but_not_outcomes() -> None:
@@ -215,3 +220,91 @@ def test_replay_is_resumable_after_a_stop(tmp_path: Path) -> None:
     assert summary["status"] == "success" and summary["steps"] == 6
     assert (target / "calc.py").read_text() == CALC.replace("a - b", "a + b")
     shutil.rmtree(target)
+
+
+def test_resuming_a_diverged_replay_stops_again_without_acting(tmp_path: Path) -> None:
+    _, _, recording = _record(tmp_path)
+    target = make_repo(tmp_path / "changed", {"calc.py": CALC.replace("a - b", "b - a"), "test_calc.py": TEST_CALC})
+    first = _replay(tmp_path, recording, target, "--output", "json")
+    assert first.returncode == 1 and json.loads(first.stdout)["status"] == "replay_diverged"
+    env = cli_env(tmp_path)
+    env.pop("MOONSHOT_API_KEY")
+    again = run_cli(["resume", json.loads(first.stdout)["session_id"], "--output", "json"], env, timeout=120)
+    assert again.returncode == 1, again.stderr[-2000:]
+    summary = json.loads(again.stdout)
+    assert summary["status"] == "replay_diverged" and "at step 1" in summary["summary"]
+    assert summary["steps"] == 1  # no recorded turn was served after the divergence
+    assert (target / "calc.py").read_text() == CALC.replace("a - b", "b - a")
+
+
+def test_a_result_cut_to_the_token_budget_replays(tmp_path: Path) -> None:
+    """The cut notice names the session's saved output and falls where the tokenizer says: neither
+    may count as a divergence, and a recorded read of the saved output must find this session's."""
+    big = "".join(f"line {i}: {'x' * 60}\n" for i in range(3000))
+    files = {"calc.py": CALC, "test_calc.py": TEST_CALC, "big.txt": big}
+    repo = make_repo(tmp_path / "recorded", files)
+    env = cli_env(tmp_path, KIMI_CODE_TOOL_OUTPUT_TOKENS="1000")
+    script = [Turn(reasoning="Read the big file.", tool_calls=[_call("read_file", path="big.txt", limit=3000)])]
+    with FakeKimi(script, api_key=KEY) as fake:
+        # Step 2 reads the saved full output: its path holds this session's id.
+        def second(body: dict) -> Turn:
+            saved = next(m for m in reversed(body["messages"]) if m["role"] == "tool")["content"]
+            path = saved.split("saved at ")[1].split(":")[0]
+            return Turn(reasoning="Page it.", tool_calls=[_call("read_file", path=path, offset=500, limit=5)])
+        fake._responder = None
+        fake.add(*script)
+        proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json", "--max-steps", "1",
+                        "--sandbox", "none", TASK], env, timeout=120)
+        assert proc.returncode == 3, proc.stderr
+        sid = json.loads(proc.stdout)["session_id"]
+        fake._responder = second
+        proc = run_cli(["resume", sid, "--base-url", fake.base_url, "--output", "json", "--max-steps", "2"], env,
+                       timeout=120)
+        assert proc.returncode == 3, proc.stderr
+    recording = tmp_path / "cut.jsonl"
+    assert run_cli(["export", sid, "-o", str(recording)], env).returncode == 0
+    target = make_repo(tmp_path / "replayed", files)
+    replay = _replay(tmp_path, recording, target, "--output", "json", "--max-steps", "2")
+    summary = json.loads(replay.stdout)
+    assert summary["status"] == "limit" and summary["steps"] == 2, summary  # ran both steps, no divergence
+    events = [json.loads(line) for line in
+              (tmp_path / "state" / summary["session_id"] / "events.jsonl").read_text().splitlines()]
+    paged = [e for e in events if e["type"] == "tool_result"][-1]["payload"]
+    assert not paged["is_error"] and "line 499: " in paged["content"], paged["content"][:300]
+    assert summary["session_id"] in json.dumps(paged)  # it read this session's saved output
+
+
+def test_secrets_escaped_in_tool_arguments_are_scrubbed(tmp_path: Path) -> None:
+    repo = _fresh_copy(tmp_path, "repo")
+    password = 'Zq9"v\\Lm2#kP8w'
+    env = cli_env(tmp_path, DB_PASSWORD=password)
+    script = [Turn(reasoning="Connect.", tool_calls=[_call("shell", command=f"echo '{password}' https://bob:hunter2hunter2@db/x")]),
+              Turn(content="Done.")]
+    with FakeKimi(script, api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json",
+                        "--sandbox", "none", TASK], env, timeout=120)
+    sid = json.loads(proc.stdout)["session_id"]
+    raw = next((tmp_path / "state").glob(f"*{sid}*/events.jsonl")).read_text()
+    assert json.dumps(password)[1:-1] in raw  # in the log, JSON-escaped inside the call's arguments
+    for fmt in ("recording", "trajectory"):
+        out = run_cli(["export", sid, "--format", fmt], env).stdout
+        decoded = json.dumps([json.loads(line) for line in out.splitlines()] if fmt == "recording" else json.loads(out))
+        for text in (out, decoded):
+            assert "Lm2#kP8w" not in text and "hunter2hunter2" not in text, fmt
+        assert "[REDACTED:DB_PASSWORD]" in out
+
+
+def test_a_replayed_session_can_be_handed_over_to_a_real_model(tmp_path: Path) -> None:
+    _, _, recording = _record(tmp_path)
+    target = _fresh_copy(tmp_path, "handover")
+    first = _replay(tmp_path, recording, target, "--max-steps", "3", "--output", "json")
+    assert first.returncode == 3, first.stderr
+    sid = json.loads(first.stdout)["session_id"]
+    with FakeKimi([Turn(reasoning="Take over.", tool_calls=[_call("finish", summary="taken over", status="success")])],
+                  api_key=KEY) as fake:
+        proc = run_cli(["resume", sid, "--model", "kimi-k2.6", "--base-url", fake.base_url, "--output", "json"],
+                       cli_env(tmp_path), timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert len(fake.requests) == 1  # the real endpoint answered step 4, not the recording
+    summary = json.loads(proc.stdout)
+    assert summary["summary"] == "taken over" and summary["steps"] == 4
