@@ -34,9 +34,10 @@ def bench_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_bench(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchmarks.swebench", *args], cwd=ROOT, env=bench_env(tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
+def run_bench(args: list[str], tmp_path: Path, timeout: float = 300,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchmarks.swebench", *args], cwd=ROOT,
+                          env=env or bench_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,11 @@ def oracle_run(task_set, tmp_path_factory):
 
     require_docker()
     tmp = tmp_path_factory.mktemp("oracle-run")
-    proc = run_bench(_bench_args(task_set, tmp, "--workers", "2"), tmp)
+    # A user's own kimi-code configuration (a real key, another provider) must not reach the oracle's runs.
+    config = tmp / "user-config.toml"
+    config.write_text('provider = "openrouter"\napi_key = "sk-or-users-real-key-000000"\n')
+    env = {**bench_env(tmp), "KIMI_CODE_CONFIG": str(config), "KIMI_CODE_API_KEY": "sk-users-real-key-0000000"}
+    proc = run_bench(_bench_args(task_set, tmp, "--workers", "2"), tmp, env=env)
     yield proc, _results(tmp) if (tmp / "results.jsonl").exists() else {}
     _assert_no_leftover_containers(tmp)
 
