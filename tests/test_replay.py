@@ -61,9 +61,14 @@ def _fresh_copy(tmp_path: Path, name: str) -> Path:
     return make_repo(tmp_path / name, {"calc.py": CALC, "test_calc.py": TEST_CALC})
 
 
-def _replay(tmp_path: Path, recording: Path, repo: Path, *extra: str, kind: str = "local"):
+def _keyless_env(tmp_path: Path) -> dict[str, str]:
     env = cli_env(tmp_path)
     env.pop("MOONSHOT_API_KEY")  # a replay needs no key
+    return env
+
+
+def _replay(tmp_path: Path, recording: Path, repo: Path, *extra: str, kind: str = "local"):
+    env = _keyless_env(tmp_path)
     return run_cli(["run", "--repo", str(repo), "--model", f"replay:{recording}", "--output", "stream-json",
                     *sandbox_args(kind), *extra, TASK], env, timeout=180)
 
@@ -206,14 +211,18 @@ def test_replayer_serves_turns_by_position_and_answers_compaction(tmp_path: Path
     assert fault.status == 400 and "ends after step 1" in fault.message
 
 
-def test_replay_is_resumable_after_a_stop(tmp_path: Path) -> None:
+def _replay_three_steps(tmp_path: Path) -> tuple[Path, str]:
+    """Record the scripted session, replay its first three steps on a fresh copy: (copy, session id)."""
     _, _, recording = _record(tmp_path)
-    target = _fresh_copy(tmp_path, "resumed")
+    target = _fresh_copy(tmp_path, "replayed-3")
     first = _replay(tmp_path, recording, target, "--max-steps", "3", "--output", "json")
     assert first.returncode == 3, first.stderr
-    sid = json.loads(first.stdout)["session_id"]
-    env = cli_env(tmp_path)
-    env.pop("MOONSHOT_API_KEY")
+    return target, json.loads(first.stdout)["session_id"]
+
+
+def test_replay_is_resumable_after_a_stop(tmp_path: Path) -> None:
+    target, sid = _replay_three_steps(tmp_path)
+    env = _keyless_env(tmp_path)
     second = run_cli(["resume", sid, "--output", "json"], env, timeout=120)
     assert second.returncode == 0, second.stderr[-2000:]
     summary = json.loads(second.stdout)
@@ -227,8 +236,7 @@ def test_resuming_a_diverged_replay_stops_again_without_acting(tmp_path: Path) -
     target = make_repo(tmp_path / "changed", {"calc.py": CALC.replace("a - b", "b - a"), "test_calc.py": TEST_CALC})
     first = _replay(tmp_path, recording, target, "--output", "json")
     assert first.returncode == 1 and json.loads(first.stdout)["status"] == "replay_diverged"
-    env = cli_env(tmp_path)
-    env.pop("MOONSHOT_API_KEY")
+    env = _keyless_env(tmp_path)
     again = run_cli(["resume", json.loads(first.stdout)["session_id"], "--output", "json"], env, timeout=120)
     assert again.returncode == 1, again.stderr[-2000:]
     summary = json.loads(again.stdout)
@@ -295,11 +303,7 @@ def test_secrets_escaped_in_tool_arguments_are_scrubbed(tmp_path: Path) -> None:
 
 
 def test_a_replayed_session_can_be_handed_over_to_a_real_model(tmp_path: Path) -> None:
-    _, _, recording = _record(tmp_path)
-    target = _fresh_copy(tmp_path, "handover")
-    first = _replay(tmp_path, recording, target, "--max-steps", "3", "--output", "json")
-    assert first.returncode == 3, first.stderr
-    sid = json.loads(first.stdout)["session_id"]
+    _, sid = _replay_three_steps(tmp_path)
     with FakeKimi([Turn(reasoning="Take over.", tool_calls=[_call("finish", summary="taken over", status="success")])],
                   api_key=KEY) as fake:
         proc = run_cli(["resume", sid, "--model", "kimi-k2.6", "--base-url", fake.base_url, "--output", "json"],
