@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class Recording:
     settings: dict[str, Any]  # the recorded session's (see REPLAYED_SETTINGS)
     turns: list[RecordedTurn]
     summaries: list[str]  # compaction summaries, in order
+    # Instructions added with `resume --continue`, by the step after which they came.
+    continues: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> "Recording":
@@ -99,6 +102,7 @@ class Recording:
         settings = start.payload.get("settings") or {}
         turns: list[RecordedTurn] = []
         summaries: list[str] = []
+        continues: dict[int, str] = {}
         for e in events:
             if e.type == ev.ASSISTANT:
                 p = e.payload
@@ -111,6 +115,9 @@ class Recording:
                 if not isinstance(e.payload.get("metadata") or {}, dict):
                     raise ConfigError(f"{path}: a tool result of step {e.step} is malformed")
                 turns[-1].results[str(e.payload.get("call_id"))] = e.payload
+            elif e.type == ev.USER_MESSAGE and e.payload.get("kind") == "continue":
+                content = (e.payload.get("message") or {}).get("content")
+                continues[len(turns)] = content if isinstance(content, str) else ""
             elif e.type == ev.COMPACTION and not e.payload.get("mechanical"):
                 summaries.append(str(e.payload.get("summary") or ""))
         if not turns:
@@ -118,7 +125,7 @@ class Recording:
         model = str(start.payload.get("model") or settings.get("model") or DEFAULT_MODEL)
         return cls(path, str(start.payload.get("session_id") or ""), str(start.payload.get("task", "")),
                    model if model in MODELS else DEFAULT_MODEL,
-                   settings.get("thinking"), settings, turns, summaries)
+                   settings.get("thinking"), settings, turns, summaries, continues)
 
 
 def _valid_calls(calls: Any) -> bool:
@@ -299,6 +306,17 @@ class ReplaySource:
             self.replayer.observe(event)
         loop.observers.append(self.replayer.observe)
         loop.stop_check = self.replayer.stop_reason
+
+    def continuation(self, steps_done: int) -> str | None:
+        """When the recorded session went on after the user added instructions at this point: how
+        to replay the rest."""
+        rest = len(self.recording.turns) - steps_done
+        text = self.recording.continues.get(steps_done)
+        if rest <= 0 or text is None:
+            return None
+        instructions = text.split("\n", 1)[1] if text.startswith("# Additional instructions") else text
+        return (f"the recording goes on for {rest} more step(s) after the user added instructions; replay them "
+                f"with: kimi-code resume SESSION --continue {shlex.quote(instructions.strip())}")
 
     def outcome(self, outcome: Any) -> Any:
         """A run that stopped because of a divergence says so, whatever the loop made of it."""

@@ -334,6 +334,10 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     state = runner.state
     if runner.replay is not None:
         outcome = runner.replay.outcome(outcome)
+        more = runner.replay.continuation(state.step) if state.finished else None
+        if more:
+            runner.view.notice(more.replace("SESSION", runner.session.id))
+            outcome.detail["replay_continues"] = more.replace("SESSION", runner.session.id)
     if os.environ.get("KIMI_CODE_VERIFY_REPLAY") == "1":
         _verify_replay(runner)
     options = runner.options

@@ -312,3 +312,34 @@ def test_a_replayed_session_can_be_handed_over_to_a_real_model(tmp_path: Path) -
         assert len(fake.requests) == 1  # the real endpoint answered step 4, not the recording
     summary = json.loads(proc.stdout)
     assert summary["summary"] == "taken over" and summary["steps"] == 4
+
+
+def test_a_recording_that_went_on_after_continue_replays_in_two_parts(tmp_path: Path) -> None:
+    repo = _fresh_copy(tmp_path, "recorded")
+    env = cli_env(tmp_path)
+    script = [Turn(reasoning="Fix.", tool_calls=[_call("edit_file", path="calc.py", old_string="a - b",
+                                                       new_string="a + b")]),
+              Turn(reasoning="Done.", tool_calls=[_call("finish", summary="fixed add", status="success")]),
+              Turn(reasoning="Now mul.", tool_calls=[_call("edit_file", path="calc.py", old_string="return a * b",
+                                                           new_string="return b * a")]),
+              Turn(reasoning="Done again.", tool_calls=[_call("finish", summary="also mul", status="success")])]
+    with FakeKimi(script, api_key=KEY) as fake:
+        first = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json", "--sandbox",
+                         "none", TASK], env, timeout=120)
+        sid = json.loads(first.stdout)["session_id"]
+        more = run_cli(["resume", sid, "--base-url", fake.base_url, "--continue", "swap mul's operands",
+                        "--output", "json"], env, timeout=120)
+        assert more.returncode == 0, more.stderr
+    recording = tmp_path / "two-part.jsonl"
+    assert run_cli(["export", sid, "-o", str(recording)], env).returncode == 0
+    target = _fresh_copy(tmp_path, "replayed")
+    part1 = _replay(tmp_path, recording, target, "--output", "json")
+    assert part1.returncode == 0 and json.loads(part1.stdout)["steps"] == 2
+    hint = "--continue 'swap mul'\"'\"'s operands'"
+    assert "goes on for 2 more step(s)" in part1.stderr and hint in part1.stderr, part1.stderr
+    replayed = json.loads(part1.stdout)["session_id"]
+    part2 = run_cli(["resume", replayed, "--continue", "swap mul's operands", "--output", "json"],
+                    _keyless_env(tmp_path), timeout=120)
+    assert part2.returncode == 0, part2.stderr
+    assert json.loads(part2.stdout)["summary"] == "also mul"
+    assert (target / "calc.py").read_text() == (repo / "calc.py").read_text() != CALC
