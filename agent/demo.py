@@ -1,8 +1,8 @@
 """``kimi-code demo``: the whole agent at work on a bundled bug, with no API key and no network.
 
-A small sample repository (``demo_data/sample``: a word counter whose tokenizer ignores case,
+A small sample repository (``demo-data/sample``: a word counter whose tokenizer ignores case,
 punctuation and line breaks, with tests that show it) is copied into a fresh git repository, and a
-bundled recording (``demo_data/recording.jsonl``) of a session that finds and fixes the bug is replayed
+bundled recording (``demo-data/recording.jsonl``) of a session that finds and fixes the bug is replayed
 through the replay provider. Only the model's turns are recorded: the sandbox, the tools, the
 session log and the checkpoints run for real, so the sample's tests really go from failing to
 passing in the Docker sandbox.
@@ -25,7 +25,7 @@ from typing import Any, Callable
 from .config import Settings, load_settings
 from .errors import ConfigError
 
-DEMO_DIR = Path(__file__).with_name("demo_data")
+DEMO_DIR = Path(__file__).with_name("demo-data")
 SAMPLE_DIR = DEMO_DIR / "sample"
 RECORDING = DEMO_DIR / "recording.jsonl"
 TASK = (

@@ -1,6 +1,6 @@
 """The scripted session behind `kimi-code demo`, and the tool that records it.
 
-    python tests/demo_recording.py [--image IMAGE] [--out agent/demo_data/recording.jsonl]
+    python tests/demo_recording.py [--image IMAGE] [--out agent/demo-data/recording.jsonl]
 
 runs the script below as a real session (the real CLI, the Docker sandbox, the fake Kimi server
 serving these turns) on a fresh copy of the sample repository, checks that it ended with the
