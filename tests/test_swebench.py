@@ -267,6 +267,8 @@ def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
     assert "exit 7" in r["error"] and "no such toolchain" in r["error"]
     log = Path(r["error"].rsplit("log: ", 1)[1])
     assert "no such toolchain" in log.read_text()
+    work_dir = log.parent.parent
+    assert not any((work_dir / "env-src").glob("*")), "a failed build must not leave its checkout behind"
     assert len(results) == 4  # the others ran
     assert "calc__calc-noenv: env_error" in proc.stderr
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,5 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
             container.commit(repository=repo_name, tag=tag_name, changes=changes)
         finally:
             containers.remove(container)
-        import shutil
-
-        shutil.rmtree(src, ignore_errors=True)
+            shutil.rmtree(src, ignore_errors=True)  # the checkout is in the image now (or useless)
         return tag, True
