@@ -268,7 +268,6 @@ class Replayer:
                     tool_calls=calls, usage=usage,
                     finish_reason=turn.finish_reason if turn.finish_reason in ("stop", "tool_calls", "length") else None)
 
-
     def _arguments(self, arguments: Any) -> str:
         """Recorded arguments, with the recorded session's saved-output paths pointing at this session's."""
         text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
