@@ -28,6 +28,7 @@ from ..agent.errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
 from .images import ensure_image, require_image
 from .local import secret_env_names
+from .seccomp import security_opt as no_setid_security_opt
 from .shell import Channel, PersistentShell, SideRunError
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,14 @@ def _api_error(what: str, exc: APIError) -> SandboxError:
     return SandboxError(f"{what}: {detail}")
 
 
-# Clears setuid/setgid bits on workspace files (run inside the container, as its user).
+# Clears setuid/setgid bits on workspace files (run inside the container, as its user): once when
+# a root sandbox ends, and after every command only in a root container made by a version of
+# kimi-code before the no-setid seccomp profile (see seccomp.py), which may still be reattached.
 SETID_SWEEP = f"find {WORKSPACE} -xdev -type f -perm /6000 -exec chmod ug-s {{}} + 2>/dev/null; true"
+
+
+def _is_root(user: str) -> bool:
+    return user.split(":")[0] in ("", "0", "root")
 
 
 def default_user(workspace: Path) -> str:
@@ -227,6 +234,7 @@ class DockerSandbox:
         self._os_release: str | None = None
         self._status = "created"
         self._oom_seen = 0
+        self._sweep_each_command = False
         kwargs = {} if kill_grace is None else {"kill_grace": kill_grace}
         self._shell = PersistentShell(self, state_dir=STATE_DIR, cwd=WORKSPACE, output_cap=output_cap, **kwargs)
 
@@ -343,7 +351,7 @@ class DockerSandbox:
             nano_cpus=int(self.cpus * 1e9),
             pids_limit=self.pids_limit,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", *([no_setid_security_opt()] if _is_root(user) else [])],
             privileged=False,
             hostname="sandbox",
         )
@@ -387,10 +395,7 @@ class DockerSandbox:
             container = self._create()
         else:
             self._ensure_running(container)
-        self._container = container
-        self._shell.start()
-        self._status = "running"
-        self._oom_seen = self._oom_kills() or 0
+        self._attach(container)
         return self.info()
 
     def reattach(self) -> bool:
@@ -400,11 +405,19 @@ class DockerSandbox:
         if container is None:
             return False
         self._ensure_running(container)
+        self._attach(container)
+        return True
+
+    def _attach(self, container: Any) -> None:
         self._container = container
+        self._sweep_each_command = self._runs_as_root() and not self._has_no_setid_profile()
+        if self._sweep_each_command:
+            log.warning("sandbox %s predates the no-setid seccomp profile: sweeping setuid bits after "
+                        "every command (remove it with `kimi-code sandbox prune` for full speed)", self.name)
+            self._strip_setid_bits()
         self._shell.start()
         self._status = "running"
         self._oom_seen = self._oom_kills() or 0
-        return True
 
     def exec(self, command: str, timeout: float | None = None) -> ExecResult:
         if self._status == "stopped":
@@ -412,7 +425,8 @@ class DockerSandbox:
         if self._container is None:
             self.start()
         result = self._shell.run(command, self.default_timeout if timeout is None else timeout)
-        self._strip_setid_bits()
+        if self._sweep_each_command:
+            self._strip_setid_bits()
         if result.exit_code == 137 and not result.sandbox_restarted:
             kills = self._oom_kills()
             if kills is not None and kills > self._oom_seen:
@@ -438,13 +452,16 @@ class DockerSandbox:
     def _runs_as_root(self) -> bool:
         if self._container is None:
             return False
-        user = str((self._container.attrs.get("Config") or {}).get("User") or "0")
-        return user.split(":")[0] in ("0", "root")
+        return _is_root(str((self._container.attrs.get("Config") or {}).get("User") or "0"))
+
+    def _has_no_setid_profile(self) -> bool:
+        opts = (self._container.attrs.get("HostConfig") or {}).get("SecurityOpt") or []
+        return any(isinstance(o, str) and o.startswith("seccomp=") and "fchmodat" in o for o in opts)
 
     def _strip_setid_bits(self) -> None:
-        """A container running as root (the CLI run as root on a root-owned workspace, as in CI) can
-        create setuid-root files in the bind-mounted workspace, which a host user could then run:
-        clear those bits after every command and before the sandbox ends."""
+        """A container running as root (the CLI run as root on a root-owned workspace, as in CI)
+        gets a seccomp profile that refuses setuid/setgid bits (seccomp.py). Before the sandbox
+        ends, clear any such bits anyway (defence in depth: one ``find``, not one per command)."""
         if not self._runs_as_root():
             return
         try:

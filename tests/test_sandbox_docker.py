@@ -334,16 +334,31 @@ def test_git_dir_is_read_only_inside_so_host_git_cannot_be_subverted(docker_sand
 @pytest.mark.docker
 def test_setuid_files_created_as_root_are_defused(docker_sandbox_factory, tmp_path: Path) -> None:
     """Running as root (CI: root CLI, root-owned checkout), the sandbox could leave a setuid-root
-    shell in the workspace for a host user to run: the bits are cleared after every command."""
+    shell in the workspace for a host user to run: no way of making one may work, not even from a
+    background process that outlives its command, and ordinary modes still can be set."""
     ws = tmp_path / "rootws"
     ws.mkdir()
     os.chown(ws, 0, 0)
     sandbox = docker_sandbox_factory(ws)
     if not sandbox._runs_as_root():
         pytest.skip("the sandbox does not run as root here")
-    out = sandbox.exec("cp /bin/sh rootsh && chmod 4755 rootsh && stat -c %a rootsh").output
-    assert "4755" in out  # it was set inside the command...
-    assert not (ws / "rootsh").stat().st_mode & 0o6000  # ...and cleared before the result came back
+    attempts = (
+        "cp /bin/sh a; chmod 4755 a; chmod g+s a; install -m 4755 /bin/sh b; "
+        "perl -e 'use Fcntl; sysopen(F, \"c\", O_CREAT|O_WRONLY, 06755)'; "
+        "python3 -c 'import os, ctypes; os.mknod(\"d\", 0o104755)'; "
+        "python3 -c 'import ctypes; ctypes.CDLL(None).syscall(452, -100, b\"a\", 0o4755, 0)'; "
+        "(sleep 1; cp /bin/sh late; chmod 4755 late; touch late-done) >/dev/null 2>&1 &"
+    )
+    sandbox.exec(attempts)
+    assert sandbox.exec("chmod 700 a && stat -c %a a").output.strip() == "700"  # plain modes still work
+    deadline = time.monotonic() + 20
+    while not (ws / "late-done").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (ws / "late-done").exists()
+    for path in ws.iterdir():
+        assert not path.lstat().st_mode & 0o6000, path.name
+    # The per-command sweep is gone: a command costs the persistent shell only.
+    assert not sandbox._sweep_each_command
 
 
 @pytest.mark.docker
