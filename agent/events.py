@@ -15,7 +15,7 @@ from typing import Any, Final
 SCHEMA_VERSION: Final = 1
 
 # Event types. Payload keys are documented beside each; all payloads are plain JSON.
-SESSION_STARTED: Final = "session_started"  # task, repo, workspace, model, provider, base_url, system_prompt, tools, settings
+SESSION_STARTED: Final = "session_started"  # task, repo, workspace, model, provider, base_url, system_prompt, tools, settings, checkpoints (written by SessionStore.create)
 USER_MESSAGE: Final = "user_message"  # message (ready-to-send dict), kind: task|continue|notice|attachment
 ASSISTANT: Final = "assistant"  # message, usage, cost, finish_reason, request_id, duration
 TOOL_STARTED: Final = "tool_started"  # call_id, name, index

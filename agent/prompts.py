@@ -31,7 +31,6 @@ you checked it (status "failure" if you could not do the task, saying why).
 # Environment
 - Workspace (the repository, your working directory): {workspace}
 - Commands run in: {sandbox}
-- Operating system there: {os_release}
 - Network access from commands: {network}
 {git_note}{instructions}"""
 
@@ -61,20 +60,24 @@ GIT_READ_ONLY_NOTE = (
 )
 
 
-def build_system_prompt(*, workspace: str, sandbox: str, os_release: str | None, network: bool, repo: Path,
+def build_system_prompt(*, workspace: str, sandbox: str, network: bool, repo: Path,
                         git_read_only: bool = False) -> str:
+    """Everything here is known before the sandbox starts (the session's first event is written
+    before it does); the sandbox's operating system goes into the task message instead."""
     return SYSTEM_TEMPLATE.format(
         git_note=GIT_READ_ONLY_NOTE if git_read_only else "",
         workspace=workspace,
         sandbox=sandbox,
-        os_release=os_release or "unknown",
         network="on" if network else "off (installing packages from the internet will fail)",
         instructions=read_instruction_files(repo),
     )
 
 
-def task_message(task: str) -> str:
-    return f"# Task\n{task.strip()}"
+def task_message(task: str, os_release: str | None = None) -> str:
+    text = f"# Task\n{task.strip()}"
+    if os_release:
+        text += f"\n\n(Commands run on {os_release}.)"
+    return text
 
 
 def continue_message(text: str) -> str:

@@ -19,6 +19,7 @@ from . import prompts
 from .client import ModelClient
 from .config import Settings, load_settings
 from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
+from .events import Event
 from .loop import AgentLoop, Limits, Outcome
 from .replay import DIVERGED, ReplaySource, open_source
 from .state import SessionState
@@ -96,6 +97,13 @@ class Runner:
         self.loop: AgentLoop | None = None
         self.replay: ReplaySource | None = None  # set when the model is a recording
 
+    def show(self, event: Event) -> None:
+        """Show an event recorded before the loop exists (the session's first one)."""
+        try:
+            self.view.on_event(event, self.state)
+        except Exception:  # noqa: BLE001 - a display problem must never break the session
+            log.exception("view failed on %s", event.type)
+
     def build(self, registry: Any, checkpointer: Any) -> AgentLoop:
         from kimi_code.tools.registry import ToolContext
 
@@ -155,51 +163,53 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
 
 def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, key: str | None,
            replay: ReplaySource | None) -> RunResult:
+    """The session's first event is durable before anything slow happens (the sandbox, Docker,
+    the model client): a kill from then on leaves a session that ``resume`` completes."""
     settings.require_api_key()
     settings.effective_base_url  # noqa: B018 - fail early on a provider without a URL
     store = SessionStore(settings.state_dir)
     session_id = new_session_id()
+    registry = _registry()
+    sandbox = _make_sandbox(settings, session_id, workspace)
+    planned = sandbox.info()  # what is known before it starts: backend, workspace path, image
+    system_prompt = prompts.build_system_prompt(
+        workspace=planned.workspace,
+        sandbox=("a Docker container (" + (planned.image or "") + ")") if planned.backend == "docker"
+        else "the host machine (no sandbox)",
+        network=settings.network, repo=workspace,
+        git_read_only=planned.backend == "docker" and (workspace / ".git").is_dir(),
+    )
+    tools = registry.schemas()
+    first = Event(ev.SESSION_STARTED, {
+        "session_id": session_id, "task": task, "repo": str(workspace), "workspace": planned.workspace,
+        "model": settings.model, "provider": settings.provider, "base_url": settings.effective_base_url,
+        "system_prompt": system_prompt, "tools": tools, "settings": _sticky(settings),
+        "fixed_tokens": count_text(system_prompt) + count_tools(tools), "pid": os.getpid(),
+        "checkpoints": not options.no_git,
+    }, step=0)
     session = store.create(SessionMeta(id=session_id, repo=str(workspace), task=task[:500], model=settings.model,
-                                       key=key))
+                                       key=key), first)
     session.lock()
     state = SessionState()
+    state.apply(first)
     runner = Runner(settings, session, state, workspace, options)
     runner.replay = replay
-    registry = _registry()
+    runner.sandbox = sandbox
+    runner.show(first)
     started = False
     try:
-        runner.sandbox = _make_sandbox(settings, session_id, workspace)
-        info = runner.sandbox.start()
+        info = sandbox.start()
         checkpointer = _make_checkpointer(workspace, session_id, options.no_git)
         loop = runner.build(registry, checkpointer)
         if options.bundle and checkpointer is not None:
             loop.bundle_path = session.root / BUNDLE_FILE
-        system_prompt = prompts.build_system_prompt(
-            workspace=info.workspace,
-            sandbox=("a Docker container (" + (info.image or "") + ")") if info.backend == "docker"
-            else "the host machine (no sandbox)",
-            os_release=info.os_release, network=settings.network, repo=workspace,
-            git_read_only=info.backend == "docker" and (workspace / ".git").is_dir(),
-        )
-        tools = registry.schemas()
-        loop.record(ev.SESSION_STARTED, {
-            "session_id": session_id, "task": task, "repo": str(workspace), "workspace": info.workspace,
-            "model": settings.model, "provider": settings.provider, "base_url": settings.effective_base_url,
-            "system_prompt": system_prompt, "tools": tools, "settings": _sticky(settings),
-            "fixed_tokens": count_text(system_prompt) + count_tools(tools), "pid": os.getpid(),
-        }, step=0)
         loop.record(ev.SANDBOX, {"action": "started", **_sandbox_payload(info)}, step=0)
-        message = {"role": "user", "content": prompts.task_message(task)}
-        loop.record(ev.USER_MESSAGE, {"message": message, "kind": "task", "tokens": count_message(message)}, step=0)
-        if checkpointer is not None:
-            base = checkpointer.base()
-            loop.record(ev.CHECKPOINT, {"commit": base.commit, "changed": [], "skipped": base.skipped, "base": True},
-                        step=0)
+        _complete_start(loop, checkpointer, info)
         started = True
         outcome = loop.run()
         return _finish(runner, outcome, checkpointer)
     finally:
-        if not started:  # never got going: not a session anyone can resume
+        if not started:  # never got going: marked so, though `resume` can still complete it
             try:
                 meta = session.read_meta()
                 meta.status = "error"
@@ -208,6 +218,19 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
                 pass
         runner.view.close()
         session.close()
+
+
+def _complete_start(loop: AgentLoop, checkpointer: Any, info: Any) -> None:
+    """What a session records once its sandbox runs: the task message (with the sandbox's OS)
+    and the base checkpoint. On resume, whatever a kill during start-up left unrecorded."""
+    state = loop.state
+    if not state.messages and state.step == 0:
+        message = {"role": "user", "content": prompts.task_message(state.task, info.os_release)}
+        loop.record(ev.USER_MESSAGE, {"message": message, "kind": "task", "tokens": count_message(message)}, step=0)
+    if checkpointer is not None and not state.checkpoints:
+        base = checkpointer.base()
+        loop.record(ev.CHECKPOINT, {"commit": base.commit, "changed": [], "skipped": base.skipped, "base": True},
+                    step=0)
 
 
 def resume(settings_flags: dict[str, Any], session_ref: str | None, options: RunOptions,
@@ -253,7 +276,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                 action = "restarted" if settings.sandbox == "docker" else "started"
                 if settings.sandbox == "docker":
                     notices.append(prompts.SANDBOX_LOST_NOTICE)
-            checkpointer = _make_checkpointer(workspace, session.id, options.no_git or not state.checkpoints)
+            uses_git = state.checkpoints_enabled if state.checkpoints_enabled is not None else bool(state.checkpoints)
+            checkpointer = _make_checkpointer(workspace, session.id, options.no_git or not uses_git)
             loop = runner.build(_registry(), checkpointer)
             bundle = session.root / BUNDLE_FILE
             if checkpointer is not None and bundle.exists():
@@ -263,7 +287,9 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                     notices.append(lost)
             loop.settle_workspace()
             loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
-            loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(runner.sandbox.info())})
+            sandbox_info = runner.sandbox.info()
+            loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(sandbox_info)})
+            _complete_start(loop, checkpointer, sandbox_info)
             if checkpointer is not None and state.last_checkpoint:
                 try:
                     drift = checkpointer.drift(state.last_checkpoint)

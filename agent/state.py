@@ -82,6 +82,7 @@ class SessionState:
     last_test_summary: dict[str, Any] | None = None
     changed_files: set[str] = field(default_factory=set)
     sandbox: dict[str, Any] = field(default_factory=dict)
+    checkpoints_enabled: bool | None = None  # None: a log from before this was recorded
 
     status: str = "running"  # running | finished | interrupted | limit | failed
     finish: dict[str, Any] | None = None  # {"status", "summary", "reason"}
@@ -135,6 +136,7 @@ class SessionState:
         self.system_prompt = p.get("system_prompt", "")
         self.tools = p.get("tools") or []
         self.settings = p.get("settings") or {}
+        self.checkpoints_enabled = p.get("checkpoints")
         self.fixed_tokens = int(p.get("fixed_tokens") or (count_text(self.system_prompt) + count_tools(self.tools)))
 
     def _on_user(self, e: Event) -> None:

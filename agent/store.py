@@ -202,15 +202,27 @@ class SessionStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir).expanduser()
 
-    def create(self, meta: SessionMeta) -> SessionDir:
+    def create(self, meta: SessionMeta, first: Event) -> SessionDir:
+        """A new session directory that already holds its first event: built under a hidden name,
+        fsynced, then renamed into place, so no session directory is ever seen without its start
+        event (a kill at any instant leaves either nothing or a resumable session)."""
         root = self.state_dir / meta.id
         if root.exists():
             raise SessionError(f"session {meta.id} already exists")
-        root.mkdir(parents=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / f".{meta.id}.{os.getpid()}.new"
+        tmp.mkdir()
+        first.seq = 0
+        with open(tmp / EVENTS_FILE, "wb") as fh:
+            fh.write((first.to_json() + "\n").encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        meta.updated = time.time()
+        write_atomic(tmp / META_FILE, json.dumps(asdict(meta), indent=1).encode())
+        _fsync_dir(tmp)
+        os.rename(tmp, root)
         _fsync_dir(self.state_dir)
-        session = SessionDir(root)
-        session.write_meta(meta)
-        return session
+        return SessionDir(root)
 
     def open(self, session_id: str) -> SessionDir:
         root = self.state_dir / session_id
@@ -227,7 +239,8 @@ class SessionStore:
     def _dirs(self) -> Iterator[Path]:
         if not self.state_dir.is_dir():
             return iter(())
-        return (p for p in self.state_dir.iterdir() if p.is_dir() and (p / META_FILE).exists())
+        return (p for p in self.state_dir.iterdir()
+                if not p.name.startswith(".") and p.is_dir() and (p / META_FILE).exists())
 
     def list(self) -> list[SessionMeta]:
         metas = []
@@ -239,10 +252,15 @@ class SessionStore:
         return sorted(metas, key=lambda m: m.updated, reverse=True)
 
     def last(self) -> SessionDir:
-        metas = self.list()
-        if not metas:
-            raise SessionError(f"no sessions in {self.state_dir}")
-        return self.open(metas[0].id)
+        """The most recently updated session that ever started (a directory left without a start
+        event by a version before atomic creation is never picked)."""
+        for meta in self.list():
+            try:
+                if (self.state_dir / meta.id / EVENTS_FILE).stat().st_size > 0:
+                    return self.open(meta.id)
+            except OSError:
+                continue
+        raise SessionError(f"no sessions in {self.state_dir}")
 
     def delete(self, session_id: str) -> None:
         import shutil

@@ -17,6 +17,10 @@ def _meta(i: str = "s1") -> SessionMeta:
     return SessionMeta(id=i, repo="/r", task="do it", model="kimi-k2.6")
 
 
+def _start() -> Event:
+    return Event("session_started", {"task": "do it"}, step=0)
+
+
 def test_append_and_load_roundtrip(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.jsonl")
     for i in range(5):
@@ -75,8 +79,8 @@ def test_corruption_in_the_middle_is_reported(tmp_path: Path) -> None:
 
 def test_store_create_list_open_prefix_and_lock(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
-    s = store.create(_meta("20260101-000000-abcdef"))
-    store.create(_meta("20260101-000001-123456"))
+    s = store.create(_meta("20260101-000000-abcdef"), _start())
+    store.create(_meta("20260101-000001-123456"), _start())
     assert {m.id for m in store.list()} == {"20260101-000000-abcdef", "20260101-000001-123456"}
     assert store.open("20260101-000000").id == "20260101-000000-abcdef"
     with pytest.raises(SessionError, match="ambiguous"):
@@ -94,10 +98,31 @@ def test_store_create_list_open_prefix_and_lock(tmp_path: Path) -> None:
 
 def test_meta_written_atomically(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
-    s = store.create(_meta())
+    s = store.create(_meta(), _start())
     meta = s.read_meta()
     meta.steps, meta.cost = 42, 1.5
     s.write_meta(meta)
     again = s.read_meta()
     assert (again.steps, again.cost) == (42, 1.5)
     assert not [p for p in os.listdir(s.root) if p.endswith(".tmp")]
+
+
+def test_a_new_session_directory_already_holds_its_start_event(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    s = store.create(_meta("20260101-000000-abcdef"), _start())
+    assert [e.type for e in s.log.load()] == ["session_started"]
+    assert s.log.append(Event("user_message", {}, step=0)).seq == 1
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no building directory left
+
+
+def test_last_skips_a_directory_without_a_start_event(tmp_path: Path) -> None:
+    """Directories an older version created before writing the start event are never picked."""
+    store = SessionStore(tmp_path)
+    good = store.create(_meta("20260101-000000-abcdef"), _start())
+    legacy = tmp_path / "20260101-000009-999999"
+    legacy.mkdir()
+    (legacy / "meta.json").write_text(json.dumps({**_meta(legacy.name).__dict__, "updated": 9e12}))
+    assert store.list()[0].id == legacy.name  # newest...
+    assert store.last().id == good.id  # ...but never started: not the one to resume
+    (tmp_path / ".20260101-000010-aaaaaa.123.new").mkdir()  # a creation killed half-way
+    assert {m.id for m in store.list()} == {good.id, legacy.name}
