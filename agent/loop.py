@@ -33,6 +33,7 @@ from .errors import (
 )
 from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
+from .step_snapshot import BackgroundSnapshot
 from .store import SessionDir
 from .tokens import count_message
 
@@ -92,6 +93,8 @@ class AgentLoop:
         self.view = view
         self.limits = limits or Limits()
         self.checkpointer = checkpointer
+        # The step snapshot runs while the next model request does (see step_snapshot.py).
+        self._snapshot = BackgroundSnapshot()
         self.workspace = workspace
         self._interrupts = 0
         self._phase = "idle"
@@ -157,11 +160,13 @@ class AgentLoop:
         try:
             return self._run()
         except KeyboardInterrupt:
+            self._settle_checkpoint()
             self._record_interrupt("interrupted by the user")
             return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
         finally:
             if installed:
                 signal.signal(signal.SIGINT, previous)
+            self._settle_checkpoint()
             self.update_meta()
 
     def _record_interrupt(self, reason: str) -> None:
@@ -180,6 +185,7 @@ class AgentLoop:
             if self.state.finished:
                 return self._finished_outcome()
             if self._interrupts:
+                self._settle_checkpoint()
                 self._record_interrupt("interrupted by the user")
                 return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
             limit = self._check_limits()
@@ -187,13 +193,17 @@ class AgentLoop:
                 return limit
             reason = self.stop_check() if self.stop_check is not None else None
             if reason:
+                self._settle_checkpoint()
                 self._record_interrupt(reason)
                 return Outcome("stopped", EXIT_AGENT_FAILURE, reason)
             try:
                 turn = self._ask_model()
             except ModelAPIError as exc:
+                self._settle_checkpoint()
                 self._record_interrupt(f"model API failure: {exc}")
                 return Outcome("api_error", EXIT_MODEL_API, str(exc))
+            # The previous step's snapshot ran during the request: its checkpoint goes in first.
+            self._settle_checkpoint()
             step = self.state.step + 1
             self.record(ev.ASSISTANT, self._assistant_payload(turn), step=step)
             if self.state.pending:
@@ -221,6 +231,7 @@ class AgentLoop:
         ]
         for kind, limit, value in checks:
             if limit is not None and value >= limit:
+                self._settle_checkpoint()
                 text = prompts.limit_text(kind, round(value, 4), limit)
                 self.record(ev.LIMIT, {"kind": kind, "value": value, "limit": limit})
                 return Outcome("limit", EXIT_LIMIT, text, {"kind": kind})
@@ -397,25 +408,46 @@ class AgentLoop:
     def _end_of_step(self) -> None:
         # Steps whose calls all only read cannot have changed the workspace: no snapshot needed.
         if self.checkpointer is not None and not self.state.pending and self._step_changed_workspace:
-            self._checkpoint()
+            if self.state.pending_finish is not None or self.state.finished:
+                self._checkpoint()  # the run ends here: its last checkpoint precedes "finished"
+            else:
+                self._start_checkpoint()
         self._step_changed_workspace = False
         self._maybe_finish()
         self.update_meta()
 
     def _checkpoint(self) -> None:
-        try:
-            cp = self.checkpointer.snapshot(self.state.step)
+        self._start_checkpoint()
+        self._settle_checkpoint()
+
+    def _start_checkpoint(self) -> None:
+        self._settle_checkpoint()
+        checkpointer, step = self.checkpointer, self.state.step
+        dirty, last = self.state.workspace_dirty, self.state.last_checkpoint
+
+        def work() -> dict[str, Any] | None:
+            """The snapshot, and the checkpoint event it calls for (None: nothing to record)."""
+            cp = checkpointer.snapshot(step)
             if cp is not None:
-                self.record(ev.CHECKPOINT, {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped})
-            elif self.state.workspace_dirty and self.state.last_checkpoint:
-                head = self.checkpointer.head()
-                if head and head != self.state.last_checkpoint:
-                    # Snapshot taken but not recorded before a crash: record the one git has.
-                    changed = self.checkpointer.changed_files(self.state.last_checkpoint, head)
-                    self.record(ev.CHECKPOINT, {"commit": head, "changed": changed, "skipped": []})
-                else:
-                    self.record(ev.CHECKPOINT, {"commit": self.state.last_checkpoint, "changed": [], "skipped": [],
-                                                "unchanged": True})
+                return {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped}
+            if not (dirty and last):
+                return None
+            head = checkpointer.head()
+            if head and head != last:
+                # Snapshot taken but not recorded before a crash: record the one git has.
+                return {"commit": head, "changed": checkpointer.changed_files(last, head), "skipped": []}
+            return {"commit": last, "changed": [], "skipped": [], "unchanged": True}
+
+        self._snapshot.start(work, name=f"kimi-code-snapshot-{step}")
+
+    def _settle_checkpoint(self) -> None:
+        """Wait for the step snapshot if one is running, and record its checkpoint."""
+        if not self._snapshot.running:
+            return
+        try:
+            payload = self._snapshot.result()
+            if payload is not None:
+                self.record(ev.CHECKPOINT, payload)
             if self.bundle_path is not None and time.monotonic() - self._last_bundle >= BUNDLE_INTERVAL:
                 self.save_bundle()
         except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
