@@ -28,8 +28,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlparse
 
-import openai
-from openai import Stream
+from .lazy import lazy_module
+
+# The SDK takes most of a second to import: only a command that talks to a model pays for it.
+openai = lazy_module("openai")
 
 from .config import Settings
 from .errors import ModelAPIError
@@ -420,7 +422,7 @@ class ModelClient:
         request_id: str | None = None
         try:
             stream = self._sdk.post("/chat/completions", cast_to=object, content=data,
-                                    stream=True, stream_cls=Stream[object])
+                                    stream=True, stream_cls=openai.Stream[object])
             with stream:
                 request_id = _request_id(stream.response.headers)
                 chunks = iter(stream)

@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+# The images kimi-code builds, and what `sandbox build` starts from (here, not in images.py, so
+# naming them does not import the docker SDK).
+BUILD_TAG = "kimi-code-sandbox:latest"
+OFFLINE_TAG = "kimi-code-sandbox:offline"
+BASE_IMAGE = "debian:bookworm-slim"
+
 DEFAULT_TIMEOUT = 120.0
 # Output above this many characters is cut in the middle; the full text is saved in the sandbox.
 DEFAULT_OUTPUT_CAP = 30_000

@@ -11,8 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .images import BASE_IMAGE, BUILD_TAG, build_image
-from .manage import list_containers, prune_containers
+from .base import BASE_IMAGE, BUILD_TAG
 
 sandbox_app = typer.Typer(help="Manage kimi-code's Docker sandboxes.", no_args_is_help=True)
 
@@ -28,6 +27,8 @@ def build(
     without one use `sudo bash sandbox/build-offline-image.sh`)."""
     err = Console(stderr=True)
     err.print(f"building {tag} from {base} ...", highlight=False)
+    from .images import build_image
+
     image_id = build_image(
         tag, base=base, pull=pull, on_output=None if quiet else (lambda s: err.out(s, end="", highlight=False))
     )
@@ -37,6 +38,8 @@ def build(
 @sandbox_app.command("ls")
 def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
     """List kimi-code's containers with their sessions and status."""
+    from .manage import list_containers
+
     rows = list_containers()
     if json_out:
         for row in rows:
@@ -57,6 +60,8 @@ def prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be removed."),
 ) -> None:
     """Remove the containers of ended sessions (stopped ones; with --all, running ones too)."""
+    from .manage import prune_containers
+
     removed = prune_containers(include_running=all_, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for r in removed:

@@ -8,7 +8,6 @@ from typing import Callable
 
 from ..agent.config import Settings
 from .base import Sandbox
-from .docker import DockerSandbox
 from .local import LocalSandbox
 
 LOCAL_WARNING = (
@@ -31,6 +30,8 @@ def make_sandbox(
     if settings.sandbox == "none":
         (warn or _stderr_warning)(LOCAL_WARNING)
         return LocalSandbox(session_id, workspace, default_timeout=settings.command_timeout)
+    from .docker import DockerSandbox  # the docker SDK only for a Docker sandbox
+
     return DockerSandbox(
         session_id,
         workspace,

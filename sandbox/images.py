@@ -17,9 +17,7 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from ..agent.errors import SandboxError
 
-BUILD_TAG = "kimi-code-sandbox:latest"
-OFFLINE_TAG = "kimi-code-sandbox:offline"
-BASE_IMAGE = "debian:bookworm-slim"
+from .base import BASE_IMAGE, BUILD_TAG, OFFLINE_TAG  # noqa: E402,F401 - the names images are known by
 # Daemon messages that mean "the base image could not be fetched" rather than "a step failed".
 _PULL_FAILURE = re.compile(
     r"pull access denied|manifest (for .* )?(not found|unknown)|failed to resolve|no such host|"
