@@ -23,3 +23,17 @@ class _LazyModule(ModuleType):
 def lazy_module(name: str) -> Any:
     """A stand-in for ``import name`` whose first attribute access does the import."""
     return _LazyModule(name)
+
+
+def prefetch(name: str) -> None:
+    """Import ``name`` on a background thread, so that a module the process will need soon loads
+    while it waits on something else (the sandbox starting, git, the disk) instead of after."""
+    import threading
+
+    def load() -> None:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the real import, later, reports any problem
+            pass
+
+    threading.Thread(target=load, name=f"kimi-code-import-{name}", daemon=True).start()

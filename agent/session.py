@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from . import prompts
@@ -20,11 +20,14 @@ from .client import ModelClient
 from .config import Settings, load_settings
 from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
 from .events import Event
+from .lazy import prefetch
 from .loop import AgentLoop, Limits, Outcome
-from .replay import DIVERGED, ReplaySource, open_source
 from .state import SessionState
 from .store import SessionDir, SessionMeta, SessionStore, new_session_id
 from .tokens import count_message, count_text, count_tools
+
+if TYPE_CHECKING:
+    from .replay import ReplaySource
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +68,25 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
         raise ConfigError(f"--repo {repo} is not a directory")
     if no_git:
         return repo
-    import git
+    import subprocess
 
+    # One git process rather than gitpython's import: this runs before the session's first event.
     try:
-        r = git.Repo(repo, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise ConfigError(f"{repo} is not inside a git work tree (use --no-git to run anyway)") from None
-    if r.bare or not r.working_tree_dir:
+        proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--is-bare-repository", "--show-toplevel"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ConfigError("git is not installed (use --no-git to run without checkpoints)") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"git did not answer about {repo} within 60 s") from None
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 and "not a git repository" not in proc.stderr:
+        why = (proc.stderr.strip().splitlines() or ["git failed"])[0].removeprefix("fatal: ")
+        raise ConfigError(f"git cannot use {repo}: {why}")
+    if proc.returncode != 0 or not lines:
+        raise ConfigError(f"{repo} is not inside a git work tree (use --no-git to run anyway)")
+    if lines[0] == "true" or len(lines) < 2:
         raise ConfigError(f"{repo} is a bare repository")
-    return Path(r.working_tree_dir).resolve()
+    return Path(lines[1]).resolve()
 
 
 def session_key(workspace: Path, task: str) -> str:
@@ -147,13 +160,21 @@ def _registry() -> Any:
     return default_registry()
 
 
+def _open_replay(settings: Settings, options: RunOptions) -> ReplaySource | None:
+    if settings.replay is None:
+        return None
+    from .replay import open_source
+
+    return open_source(settings, pace=options.pace)
+
+
 def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key: str | None = None) -> RunResult:
     """Create a session for ``task`` in ``repo`` and run it."""
     task = task.strip()
     if not task:
         raise ConfigError("the task is empty")
     workspace = find_workspace(repo, options.no_git)
-    replay = open_source(settings, pace=options.pace)
+    replay = _open_replay(settings, options)
     try:
         return _start(replay.settings if replay else settings, task, workspace, options, key, replay)
     finally:
@@ -170,8 +191,9 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     store = SessionStore(settings.state_dir)
     session_id = new_session_id()
     registry = _registry()
-    sandbox = _make_sandbox(settings, session_id, workspace)
-    planned = sandbox.info()  # what is known before it starts: backend, workspace path, image
+    from kimi_code.sandbox.factory import planned_info
+
+    planned = planned_info(settings, session_id, workspace)  # backend, workspace path, image
     system_prompt = prompts.build_system_prompt(
         workspace=planned.workspace,
         sandbox=("a Docker container (" + (planned.image or "") + ")") if planned.backend == "docker"
@@ -190,15 +212,16 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     session = store.create(SessionMeta(id=session_id, repo=str(workspace), task=task[:500], model=settings.model,
                                        key=key), first)
     session.lock()
+    prefetch("openai")  # the first model request needs it: load it while the sandbox starts
     state = SessionState()
     state.apply(first)
     runner = Runner(settings, session, state, workspace, options)
     runner.replay = replay
-    runner.sandbox = sandbox
     runner.show(first)
     started = False
     try:
-        info = sandbox.start()
+        runner.sandbox = _make_sandbox(settings, session_id, workspace)
+        info = runner.sandbox.start()
         checkpointer = _make_checkpointer(workspace, session_id, options.no_git)
         loop = runner.build(registry, checkpointer)
         if options.bundle and checkpointer is not None:
@@ -236,6 +259,7 @@ def _complete_start(loop: AgentLoop, checkpointer: Any, info: Any) -> None:
 def resume(settings_flags: dict[str, Any], session_ref: str | None, options: RunOptions,
            *, state_dir: Path | None = None) -> RunResult:
     """Continue a stopped session exactly where it stopped."""
+    prefetch("openai")  # loads while the log is read and the sandbox reattached
     base_settings = load_settings({k: v for k, v in settings_flags.items() if k == "state_dir" and v})
     store = SessionStore(state_dir or base_settings.state_dir)
     session = store.last() if not session_ref else store.open(session_ref)
@@ -259,7 +283,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
-        replay = open_source(settings, pace=options.pace)
+        replay = _open_replay(settings, options)
         if replay is not None:
             settings = replay.settings
         runner = None
@@ -390,7 +414,7 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     if runner.sandbox is not None:
         try:
             # A diverged replay can't go on (resuming it stops again at once): nothing to keep.
-            if (state.finished or outcome.status == DIVERGED) and not keep:
+            if (state.finished or _diverged(runner, outcome)) and not keep:
                 runner.sandbox.stop(remove=True)
             else:
                 runner.sandbox.stop(remove=False)
@@ -403,6 +427,14 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
             pass
     outcome.detail.update(detail)
     return RunResult(outcome, runner.session.id, state, build_summary(runner.session.id, state, outcome))
+
+
+def _diverged(runner: Runner, outcome: Outcome) -> bool:
+    if runner.replay is None:
+        return False
+    from .replay import DIVERGED
+
+    return outcome.status == DIVERGED
 
 
 def _verify_replay(runner: Runner) -> None:

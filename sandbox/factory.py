@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..agent.config import Settings
-from .base import Sandbox
+from .base import WORKSPACE, Sandbox, SandboxInfo
 from .local import LocalSandbox
 
 LOCAL_WARNING = (
@@ -43,3 +43,13 @@ def make_sandbox(
         ca_bundle=settings.ca_bundle,
         default_timeout=settings.command_timeout,
     )
+
+
+def planned_info(settings: Settings, session_id: str, workspace: Path) -> SandboxInfo:
+    """What the sandbox :func:`make_sandbox` would make will look like, known without making it
+    (no Docker round trip, no docker SDK import): the session's first event is written from this."""
+    if settings.sandbox == "none":
+        return SandboxInfo(backend="local", session_id=session_id, workspace=str(workspace),
+                           host_workspace=str(workspace), network=True, status="created")
+    return SandboxInfo(backend="docker", session_id=session_id, workspace=WORKSPACE, host_workspace=str(workspace),
+                       image=settings.image, network=settings.network, status="created")
