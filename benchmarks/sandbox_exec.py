@@ -1,10 +1,21 @@
 """Round-trip time of a trivial command: kimi-code's persistent shell vs one `docker exec` each.
 
-    .venv/bin/python benchmarks/sandbox_exec.py [--image IMAGE] [-n 300]
+    .venv/bin/python benchmarks/sandbox_exec.py [--image IMAGE] [-n 300] [--cases root,user]
 
 Both run `true` in the same container: once through DockerSandbox.exec (the persistent bash, with
-its output file, exit code and working-directory frame), once as a fresh `bash -c true` through the
-SDK's exec_run, which is what a harness without a persistent shell pays per command.
+its output file, exit code and working-directory frame, plus whatever DockerSandbox does after each
+command), once as a fresh `bash -c true` through the SDK's exec_run, which is what a harness
+without a persistent shell pays per command.
+
+Two cases, because DockerSandbox runs the container as the workspace owner when the CLI runs as
+root (sandbox/docker.py ``default_user``):
+
+- ``root``: a workspace owned by root, so the container runs as root (the CLI run as root in CI);
+- ``user``: the same workspace chowned to ``--uid`` (default 1000:1000), so it runs as that uid.
+  Needs the benchmark to run as root (otherwise the container runs as the caller anyway and the
+  case is skipped).
+
+The local-sandbox row (``--sandbox none``) is measured once, in the first case's workspace.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ from typing import Callable
 
 from kimi_code.sandbox.docker import DockerSandbox
 from kimi_code.sandbox.local import LocalSandbox
+
+CASES = ("root", "user")
 
 
 def measure(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]:
@@ -39,45 +52,90 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
+def docker_case(image: str, ws: Path, n: int) -> tuple[str, list[float], list[float]]:
+    """(container user, persistent-shell times, exec_run times) in a fresh container on ``ws``."""
+    sandbox = DockerSandbox(f"bench-{uuid.uuid4().hex[:8]}", ws, image=image)
+    sandbox.start()
+    try:
+        user = str((sandbox.container.attrs.get("Config") or {}).get("User") or "")
+
+        def persistent() -> None:
+            assert sandbox.exec("true").exit_code == 0
+
+        def per_exec() -> None:
+            assert sandbox.container.exec_run(["bash", "-c", "true"]).exit_code == 0
+
+        shell = measure(persistent, n)
+        fresh = measure(per_exec, n)
+    finally:
+        sandbox.stop()
+    return user, shell, fresh
+
+
+def ms(seconds: float) -> str:
+    value = seconds * 1e3
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def ratio(x: float) -> str:
+    return f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=os.environ.get("KIMI_CODE_TEST_IMAGE", "kimi-code-sandbox:offline"))
     parser.add_argument("-n", type=int, default=300, help="commands per method")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help="comma-separated: root (root-owned workspace), user (workspace owned by --uid)")
+    parser.add_argument("--uid", default="1000:1000", help="owner uid:gid of the workspace in the user case")
+    parser.add_argument("--no-local", action="store_true", help="skip the local-sandbox row")
     args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown or not cases:
+        parser.error(f"--cases: pick from {', '.join(CASES)}")
+    uid, _, gid = args.uid.partition(":")
 
-    with tempfile.TemporaryDirectory(prefix="kimi-bench-") as ws:
-        sandbox = DockerSandbox(f"bench-{uuid.uuid4().hex[:8]}", Path(ws), image=args.image)
-        sandbox.start()
-        try:
-            def persistent() -> None:
-                assert sandbox.exec("true").exit_code == 0
+    rows: list[tuple[str, list[float]]] = []
+    ratios: list[str] = []
+    local_times: list[float] | None = None
+    for case in cases:
+        with tempfile.TemporaryDirectory(prefix="kimi-bench-") as tmp:
+            ws = Path(tmp)
+            if case == "user":
+                if os.getuid() != 0:
+                    print(f"user case skipped: needs root to chown the workspace to {args.uid}", file=sys.stderr)
+                    continue
+                os.chown(ws, int(uid), int(gid or uid))
+            elif os.getuid() != 0:
+                print("note: not running as root, so the 'root' case runs the container as your uid",
+                      file=sys.stderr)
+            user, shell, fresh = docker_case(args.image, ws, args.n)
+            label = f"{case} (container user {user or '?'})"
+            rows.append((f"{label}: persistent shell (kimi-code)", shell))
+            rows.append((f"{label}: one exec_run per command", fresh))
+            ratios.append(
+                f"{case}: persistent {ms(statistics.median(shell))} ms median (p95 {ms(p95(shell))}), "
+                f"docker exec {ms(statistics.median(fresh))} ms (p95 {ms(p95(fresh))}): "
+                f"{ratio(statistics.median(fresh) / statistics.median(shell))}"
+            )
+            if local_times is None and not args.no_local:
+                local = LocalSandbox("bench-local", ws)
+                try:
+                    local_times = measure(lambda: local.exec("true"), args.n)
+                finally:
+                    local.stop()
+    if local_times is not None:
+        rows.append(("local: persistent shell (--sandbox none)", local_times))
 
-            def per_exec() -> None:
-                assert sandbox.container.exec_run(["bash", "-c", "true"]).exit_code == 0
-
-            shell = measure(persistent, args.n)
-            fresh = measure(per_exec, args.n)
-        finally:
-            sandbox.stop()
-        local = LocalSandbox("bench-local", Path(ws))
-        try:
-            local_times = measure(lambda: local.exec("true"), args.n)
-        finally:
-            local.stop()
-
-    rows = [
-        ("docker: persistent shell (kimi-code)", shell),
-        ("docker: one exec_run per command", fresh),
-        ("local: persistent shell (--sandbox none)", local_times),
-    ]
+    width = max((len(name) for name, _ in rows), default=10)
     print(f"`true`, {args.n} commands each, image {args.image}")
-    print(f"{'method':44} {'median ms':>10} {'p95 ms':>10}")
+    print(f"{'method':{width}} {'median ms':>10} {'p95 ms':>10}")
     for name, values in rows:
-        print(f"{name:44} {statistics.median(values) * 1e3:10.2f} {p95(values) * 1e3:10.2f}")
-    print(
-        f"exec_run / persistent shell: median {statistics.median(fresh) / statistics.median(shell):.1f}x, "
-        f"p95 {p95(fresh) / p95(shell):.1f}x"
-    )
+        print(f"{name:{width}} {statistics.median(values) * 1e3:10.2f} {p95(values) * 1e3:10.2f}")
+    for line in ratios:
+        print(line)
+    print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
     return 0
 
 
