@@ -362,6 +362,37 @@ def test_setuid_files_created_as_root_are_defused(docker_sandbox_factory, tmp_pa
 
 
 @pytest.mark.docker
+def test_a_root_container_from_before_the_profile_is_swept_after_every_command(docker_client, tmp_path: Path) -> None:
+    """A container made by an older kimi-code (no seccomp profile) may still be reattached: until
+    it is replaced, setuid bits are cleared after each command as before."""
+    import uuid
+
+    from kimi_code.sandbox import docker as sbdocker
+
+    ws = tmp_path / "rootws"
+    ws.mkdir()
+    os.chown(ws, 0, 0)
+    sid = f"test-legacy-{uuid.uuid4().hex[:8]}"
+    legacy = docker_client.containers.run(
+        TEST_IMAGE, ["sleep", "infinity"], name=sbdocker.container_name(sid), detach=True, init=True, user="0:0",
+        working_dir=sbdocker.WORKSPACE, cap_drop=["ALL"], security_opt=["no-new-privileges"], network_mode="none",
+        mounts=[sbdocker.Mount(target=sbdocker.WORKSPACE, source=str(ws), type="bind")],
+        labels={sbdocker.LABEL_MANAGED: "1", sbdocker.LABEL_SESSION: sid, sbdocker.LABEL_WORKSPACE: str(ws)})
+    try:
+        sandbox = sbdocker.DockerSandbox(sid, ws, image=TEST_IMAGE, client=docker_client)
+        assert sandbox.reattach() and sandbox._sweep_each_command
+        out = sandbox.exec("cp /bin/sh rootsh && chmod 4755 rootsh && stat -c %a rootsh").output
+        assert "4755" in out  # the old container lets it be set...
+        assert not (ws / "rootsh").stat().st_mode & 0o6000  # ...and the sweep clears it before the result
+        sandbox.stop(remove=True)
+    finally:
+        try:
+            legacy.remove(force=True)
+        except Exception:  # noqa: BLE001 - already removed by stop()
+            pass
+
+
+@pytest.mark.docker
 def test_a_background_process_cannot_forge_the_next_result(docker_sandbox_factory) -> None:
     """What a command's processes can see (environment, /tmp/kimi-code/current, output file names)
     must not reveal the frame marker of a later command's result."""
