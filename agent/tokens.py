@@ -38,7 +38,9 @@ def estimate_text_tokens(text: str, nbytes: int | None = None) -> int:
     if nbytes is None:
         if text.isascii():
             return (len(text) + 3) // 4
-        nbytes = len(text.encode("utf-8"))
+        # surrogatepass: a lone surrogate (an undecodable file name, a JSON "\udcff" escape) counts
+        # as the 3 bytes it would take, instead of raising.
+        nbytes = len(text.encode("utf-8", "surrogatepass"))
     other = (nbytes - len(text)) // 2
     return (len(text) - other + 3) // 4 + other
 
@@ -91,7 +93,10 @@ def count_text(text: str) -> int:
                 "(set TIKTOKEN_CACHE_DIR or KIMI_CODE_TOKENIZER_DOWNLOAD=1 for exact counts)", ENCODING
             )
         return estimate_text_tokens(text)
-    return enc(text)
+    try:
+        return enc(text)
+    except Exception:  # noqa: BLE001 - e.g. text the encoder rejects: counting must never fail
+        return estimate_text_tokens(text)
 
 
 def count_message(message: dict[str, Any]) -> int:

@@ -603,6 +603,10 @@ class DockerSandbox:
             self.container.reload()
         except NotFound:
             self._container = self._create()
+            return True, [
+                f"the sandbox container was gone; a new one was created from {self.image}: "
+                "anything installed outside /workspace is lost"
+            ]
         except APIError as exc:
             raise _api_error(f"cannot restart {self.name}", exc) from None
         return True, [

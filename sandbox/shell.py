@@ -435,7 +435,7 @@ class PersistentShell:
     def _replace_shell(self, nonce: str, log: str) -> tuple[bool, list[str], _Frame, bool]:
         """After the shell was lost: make sure the sandbox lives, read what the command wrote,
         and start a new shell where the old one ended. (sandbox_restarted, notes, frame, started)."""
-        restarted, notes = self._host.recover()
+        restarted, notes = _said(*self._host.recover())
         frame = self._collect(nonce, log)
         for attempt in range(2):
             if frame.cwd:
@@ -449,7 +449,7 @@ class PersistentShell:
                     break
             # The sandbox may have been dying when it was checked: look again.
             time.sleep(0.5)
-            again, extra = self._host.recover()
+            again, extra = _said(*self._host.recover())
             restarted |= again
             notes += extra
             if frame.size < 0:
@@ -527,9 +527,23 @@ class PersistentShell:
             notes.append(f"could not run the process killer in the sandbox ({exc})")
         except ShellLost:
             return None, notes, False
-        restarted, extra = self._host.force_reset()
+        restarted, extra = _said(*self._host.force_reset())
         notes += extra
         return None, notes, restarted
+
+
+# What a restart is known to cost when the host did not say (any restart stops every process).
+RESTART_NOTE = "the sandbox was restarted: every process running in it was stopped"
+
+
+def _said(restarted: bool, notes: list[str]) -> tuple[bool, list[str]]:
+    """A host's (restarted, notes), with a note whenever it restarted. The host's own notes are
+    the only statement of what a restart kept (installed packages survive a restarted container,
+    not a recreated one): tools/shell.py relays them and adds no sentence of its own."""
+    notes = list(notes)
+    if restarted and not notes:
+        notes.append(RESTART_NOTE)
+    return restarted, notes
 
 
 def _encode(text: str) -> bytes:

@@ -540,7 +540,8 @@ def list_files(ctx: ToolContext, path: str = ".", depth: int = 2) -> ToolResult:
     """Show the tree of a directory, respecting .gitignore and skipping .git.
 
     Directories end with `/`; a directory deeper than `depth` is shown with the number of files
-    and directories it holds. Symlinks are shown as `name -> target`.
+    and directories it holds. Symlinks are shown as `name -> target`. A byte of a name that is not
+    UTF-8 is shown as `\\xNN` (e.g. `bad\\xffname.txt`); the file tools accept the name so written.
 
     Args:
         path: directory to list, relative to the workspace.

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from kimi_code.sandbox.base import WORKSPACE as SANDBOX_WORKSPACE
 
 from .registry import ToolError
+from .text import has_byte_escape, unescape_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -78,6 +79,12 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
         raise PathError("the path contains a NUL character")
     if path.startswith("~"):
         raise PathError(f"{path}: '~' is not expanded; give a path relative to the workspace")
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise PathError(f"{path!r} contains characters that cannot be part of a file name (lone "
+                        "surrogates); names that are not UTF-8 are written with \\xNN escapes, "
+                        "as list_files shows them") from None
     root = workspace_root(workspace)
     root_s = str(root)
     if os.path.isabs(path):
@@ -97,6 +104,7 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
             )
     else:
         rel = path
+    rel = _undo_byte_escapes(root_s, rel)
     lexical = os.path.normpath(os.path.join(root_s, rel))
     if not _inside(lexical, root_s):
         raise PathError(f"{path} escapes the workspace (through '..'); refused")
@@ -109,14 +117,45 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
     return WorkspacePath(root, Path(rel_real).as_posix(), path)
 
 
+def _undo_byte_escapes(root: str, path: str) -> str:
+    """A name shown as ``bad\\xffname.txt`` (tools/text.py: a byte that is not UTF-8) means the
+    file whose name has the byte 0xff there. The path as typed wins when it exists, since a name
+    may really contain a backslash; otherwise the unescaped one is used when it, or its parent
+    directory (for a new file), exists."""
+    if not has_byte_escape(path):
+        return path
+    raw = unescape_name(path)
+    typed, unescaped = os.path.join(root, path), os.path.join(root, raw)
+    if os.path.lexists(typed):
+        return path
+    if os.path.lexists(unescaped):
+        return raw
+    if not os.path.isdir(os.path.dirname(typed)) and os.path.isdir(os.path.dirname(unescaped)):
+        return raw
+    return path
+
+
 def resolve_for_write(workspace: Path | str, path: str) -> WorkspacePath:
     """``resolve``, and refuse anything inside the repository's ``.git``: host-side git (checkpoints,
     listings) reads its config and hooks, so writing there would let the model run code on the host."""
     wp = resolve(workspace, path)
-    if wp.parts and wp.parts[0] == ".git":
-        raise PathError(f"{path} is inside the repository's .git directory, which tools never write; "
+    if any(is_git_dir_name(part) for part in wp.parts):
+        raise PathError(f"{path} is inside a repository's .git directory, which tools never write; "
                         "use git commands through shell to inspect the repository")
     return wp
+
+
+# Characters HFS+ ignores in names (so ".g\u200cit" is ".git" there), as git itself checks.
+_IGNORABLE = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070),
+                            0xFEFF])
+
+
+def is_git_dir_name(name: str) -> bool:
+    """Whether a path component may name ``.git`` on some file system: case-insensitively
+    (macOS, Windows), ignoring trailing dots and spaces (Windows) and the characters HFS+
+    ignores, or as the NTFS short name ``GIT~1``."""
+    folded = name.translate(_IGNORABLE).casefold().rstrip(". ")
+    return folded in (".git", "git~1")
 
 
 def _inside(path: str, root: str) -> bool:

@@ -28,6 +28,8 @@ from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
 
 from kimi_code.sandbox.base import Sandbox
 
+from .text import clean_result
+
 # Kimi (and OpenAI) accept function names of this shape only.
 TOOL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9-_]{2,63}$")
 MAX_TOOLS = 128
@@ -185,7 +187,15 @@ class ToolRegistry:
     # -- running ------------------------------------------------------------------------------
 
     def run(self, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
-        """Run one call. Never raises for anything the model or the tool did wrong."""
+        """Run one call. Never raises for anything the model or the tool did wrong.
+
+        This is the one place where every tool result's text is made valid: lone surrogates (a
+        file name that is not UTF-8, a ``\\udcff`` from JSON) are replaced by ``tools/text.py``'s
+        rule before the result is counted, recorded or sent, so no tool needs to care.
+        """
+        return clean_result(self._run(name, arguments, ctx))
+
+    def _run(self, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
         spec = self._tools.get(name)
         if spec is None:
             available = ", ".join(self._tools) or "(none)"

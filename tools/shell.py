@@ -36,11 +36,15 @@ def _notes(res: ExecResult, timeout: float) -> list[str]:
     if res.truncated:
         where = f"; the full output is in the sandbox at {res.full_output_path}" if res.full_output_path else ""
         notes.append(f"output cut in the middle{where} (look at it with head/tail/grep)")
-    if res.sandbox_restarted:
-        notes.append("the sandbox was restarted: everything outside the workspace (installed packages, "
-                     "/tmp, running processes) was lost")
-    elif res.shell_restarted:
-        notes.append("the shell was restarted: working directory and exported variables were reset")
+    # What a restart kept is the sandbox's to say (a restarted container keeps installed packages,
+    # a recreated one does not), and it says it in res.notes: a sentence added here could
+    # contradict it. Only a backend that gave no note at all gets a generic, always-true one.
+    if not res.notes:
+        if res.sandbox_restarted:
+            notes.append("the sandbox was restarted: every process running in it was stopped")
+        elif res.shell_restarted:
+            notes.append("the shell was restarted: exported variables, functions and an activated "
+                         "virtualenv from earlier commands are gone")
     notes.extend(res.notes)
     return notes
 
