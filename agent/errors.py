@@ -12,7 +12,9 @@ EXIT_USAGE = 2
 EXIT_LIMIT = 3
 EXIT_MODEL_API = 4
 EXIT_SANDBOX = 5
+EXIT_STORAGE = 74  # sysexits' EX_IOERR
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), as CI runners send before SIGKILL
 
 
 class KimiCodeError(Exception):
@@ -58,6 +60,12 @@ class SessionError(KimiCodeError):
     """A session cannot be found, loaded or continued."""
 
     exit_code = EXIT_USAGE
+
+
+class StorageError(SessionError):
+    """The session's files could not be written (a full disk, a read-only state directory)."""
+
+    exit_code = EXIT_STORAGE
 
 
 class CheckpointError(KimiCodeError):

@@ -37,6 +37,14 @@ ALL_TYPES: Final = frozenset(
 )
 
 
+def newer_version_message(v: int, where: str) -> str | None:
+    """The error for an event of a format this code does not know (None when it knows it)."""
+    if v <= SCHEMA_VERSION:
+        return None
+    return (f"{where} was written by a newer kimi-code (event format v{v}; this one reads up to "
+            f"v{SCHEMA_VERSION}): upgrade kimi-code to open it")
+
+
 @dataclass
 class Event:
     type: str

@@ -28,8 +28,11 @@ from .errors import (
     EXIT_MODEL_API,
     EXIT_OK,
     EXIT_SANDBOX,
+    EXIT_TERMINATED,
+    KimiCodeError,
     ModelAPIError,
     SandboxError,
+    StorageError,
 )
 from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
@@ -44,6 +47,8 @@ REMIND_REPEATS = (3, 5, 8)
 STOP_REPEATS = 12
 # Replies cut off at the output limit without a tool call, in a row, before the run stops.
 MAX_CUTOFFS = 3
+# Empty replies (no text, no tool call) in a row before the run stops as a failure.
+MAX_EMPTY_REPLIES = 2
 # Seconds between two checkpoint bundles (CI mode).
 BUNDLE_INTERVAL = 30.0
 
@@ -97,12 +102,14 @@ class AgentLoop:
         self._snapshot = BackgroundSnapshot()
         self.workspace = workspace
         self._interrupts = 0
+        self._terminated = False
         self._phase = "idle"
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._repeat: tuple[str, str] | None = None
         self._repeat_count = 0
         self._cutoffs = 0
+        self._empty_replies = 0
         self._last_bundle = 0.0
         # Where to keep a git bundle of the checkpoints (CI jobs resumed on a fresh clone).
         self.bundle_path: Path | None = None
@@ -142,7 +149,10 @@ class AgentLoop:
         meta.steps = self.state.step
         meta.cost = round(t.cost, 6)
         meta.prompt_tokens, meta.cached_tokens, meta.completion_tokens = t.prompt_tokens, t.cached_tokens, t.completion_tokens
-        self.session.write_meta(meta)
+        try:
+            self.session.write_meta(meta)
+        except KimiCodeError as exc:  # derived data: the log is the truth, and is rebuilt from
+            log.debug("%s", exc)
 
     # -- signals ---------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -153,19 +163,32 @@ class AgentLoop:
             raise KeyboardInterrupt
         self.view.notice("stopping after the running tool (Ctrl-C again to stop now)")
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """SIGTERM (a CI runner's stop, before its SIGKILL): stop now, like a second Ctrl-C, so the
+        interruption is recorded and the resume hint printed while there is still time."""
+        self._terminated = True
+        raise KeyboardInterrupt
+
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Outcome:
         installed = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if installed else None
+        previous_term = signal.signal(signal.SIGTERM, self._on_sigterm) if installed else None
         try:
             return self._run()
         except KeyboardInterrupt:
+            if installed:  # a second signal must not cut the bookkeeping below short
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self._settle_checkpoint()
+            if self._terminated:
+                self._record_interrupt("terminated (SIGTERM)")
+                return Outcome("interrupted", EXIT_TERMINATED, "terminated by SIGTERM")
             self._record_interrupt("interrupted by the user")
             return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
         finally:
             if installed:
                 signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGTERM, previous_term)
             self._settle_checkpoint()
             self.update_meta()
 
@@ -207,7 +230,7 @@ class AgentLoop:
             step = self.state.step + 1
             self.record(ev.ASSISTANT, self._assistant_payload(turn), step=step)
             if self.state.pending:
-                self._cutoffs = 0
+                self._cutoffs = self._empty_replies = 0
             else:
                 self._no_tool_calls(turn)
                 continue
@@ -239,10 +262,8 @@ class AgentLoop:
 
     # -- model -----------------------------------------------------------------------------
     def max_output(self) -> int:
-        """Output tokens asked per request: never more than a quarter of the window, so a small
-        window (a self-hosted server) still leaves room for history."""
-        info = self.settings.model_info
-        return max(256, min(self.settings.max_output_tokens, info.max_output_tokens, info.context_window // 4))
+        """Output tokens asked per request (see ``Settings.output_reserve``)."""
+        return self.settings.output_reserve
 
     def _ask_model(self) -> AssistantTurn:
         info = self.settings.model_info
@@ -304,6 +325,16 @@ class AgentLoop:
                 return
             self._user_notice("[kimi-code] Your last reply was cut off at the output limit. Continue; keep "
                               "replies shorter and call tools.", kind="notice")
+            return
+        if not turn.content.strip():
+            # An empty reply is not an answer: ask once more, then stop as a failure.
+            self._empty_replies += 1
+            if self._empty_replies >= MAX_EMPTY_REPLIES:
+                self.record(ev.FINISHED, {"status": "failure", "reason": "empty_reply",
+                                          "summary": f"the model sent {self._empty_replies} empty replies in a row"})
+                return
+            self._user_notice("[kimi-code] Your last reply was empty. Continue the task with tool calls, or call "
+                              "finish with a summary.", kind="notice")
             return
         self.record(ev.FINISHED, {"status": "success", "summary": turn.content.strip(), "reason": "no_tool_calls"})
 
@@ -450,6 +481,8 @@ class AgentLoop:
                 self.record(ev.CHECKPOINT, payload)
             if self.bundle_path is not None and time.monotonic() - self._last_bundle >= BUNDLE_INTERVAL:
                 self.save_bundle()
+        except StorageError:
+            raise  # the log itself cannot be written: nothing can go on
         except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
             log.warning("checkpoint failed: %s", exc)
             self.view.notice(f"checkpoint failed: {exc}")
@@ -492,7 +525,12 @@ class AgentLoop:
             recent_budget //= 2
         if plan is None:
             if force:
-                raise ModelAPIError("the context is full and nothing can be compacted (one message is too large)")
+                largest = max(state.message_tokens, default=0)
+                raise ModelAPIError(
+                    f"the request does not fit the model's {info.context_window:,}-token window and nothing more "
+                    f"can be compacted (context ~{state.context_tokens:,} tokens, of which the system prompt and "
+                    f"tools ~{state.fixed_tokens:,}, the largest message ~{largest:,}; "
+                    f"{self.max_output():,} are reserved for the answer)")
             return False
         self.view.notice(f"compacting context ({state.context_tokens:,} tokens)")
         instructions = state.messages[:head_count] or [{"role": "user", "content": prompts.task_message(state.task)}]

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from . import events as ev
 from .config import DEFAULT_MODEL, MODELS, Settings
 from .errors import EXIT_AGENT_FAILURE, ConfigError
-from .events import Event
+from .events import Event, newer_version_message
 from .fake_kimi import FakeKimi, Fault, ToolCallSpec, Turn
 
 DIVERGENCE_TYPE = "replay_divergence"
@@ -83,15 +83,22 @@ class Recording:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise ConfigError(f"cannot read recording {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"recording {path} is not UTF-8 text: a recording is a file written by "
+                              "`kimi-code export` (or a session's events.jsonl)") from None
         events: list[Event] = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                events.append(Event.from_dict(json.loads(line)))
+                event = Event.from_dict(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 raise ConfigError(f"{path}:{number} is not a session event: a recording is a file "
                                   "written by `kimi-code export` (or a session's events.jsonl)") from None
+            newer = newer_version_message(event.v, f"recording {path} (line {number})")
+            if newer:
+                raise ConfigError(newer)
+            events.append(event)
         return cls.from_events(path, effective_events(events))
 
     @classmethod

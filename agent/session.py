@@ -18,7 +18,7 @@ from . import events as ev
 from . import prompts
 from .client import ModelClient
 from .config import Settings, load_settings
-from .errors import EXIT_OK, ConfigError, KimiCodeError, SandboxError, SessionError
+from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .events import Event
 from .lazy import prefetch
 from .loop import AgentLoop, Limits, Outcome
@@ -174,6 +174,7 @@ def start(settings: Settings, task: str, repo: Path, options: RunOptions, *, key
     if not task:
         raise ConfigError("the task is empty")
     workspace = find_workspace(repo, options.no_git)
+    check_result_targets(workspace, options)
     replay = _open_replay(settings, options)
     try:
         return _start(replay.settings if replay else settings, task, workspace, options, key, replay)
@@ -278,10 +279,21 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         workspace = Path(state.repo)
         if not workspace.is_dir():
             raise SessionError(f"the session's repository {workspace} no longer exists")
+        check_result_targets(workspace, options)
         if state.finished and not options.continue_text:
             # "Says so and exits 0": resuming a finished session is not a failure of this command.
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
+            if (options.patch_out or options.branch) and state.last_checkpoint:
+                # Write the result again (e.g. the first --patch-out failed at the end).
+                from .view import make_view
+
+                view = make_view(options.output, session.id)
+                try:
+                    meta_outcome = _export_result(settings, session.id, state, meta_outcome, options,
+                                                  _make_checkpointer(workspace, session.id, False), view.notice)
+                finally:
+                    view.close()
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
         replay = _open_replay(settings, options)
         if replay is not None:
@@ -394,20 +406,8 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
     detail: dict[str, Any] = {}
     ended = outcome.status not in ("interrupted",)
     if checkpointer is not None and ended and state.last_checkpoint:
-        if options.branch:
-            author = runner.settings.git_author
-            message = _commit_message(state, outcome)
-            try:
-                detail["branch"] = {"name": options.branch,
-                                    "commit": checkpointer.export_branch(state.last_checkpoint, options.branch,
-                                                                         message, author)}
-            except KimiCodeError as exc:
-                detail["branch_error"] = str(exc)
-                runner.view.notice(f"could not create branch {options.branch}: {exc}")
-        if options.patch_out:
-            patch = checkpointer.patch(state.last_checkpoint)
-            options.patch_out.write_text(patch)
-            detail["patch"] = str(options.patch_out)
+        outcome = _export_result(runner.settings, runner.session.id, state, outcome, options, checkpointer,
+                                 runner.view.notice)
     if runner.loop is not None:
         runner.loop.save_bundle()
     keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
@@ -427,6 +427,62 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
             pass
     outcome.detail.update(detail)
     return RunResult(outcome, runner.session.id, state, build_summary(runner.session.id, state, outcome))
+
+
+def check_result_targets(workspace: Path, options: RunOptions) -> None:
+    """``--patch-out`` and ``--branch`` are checked before any work is done, so a run of hours
+    cannot end in a result that has nowhere to go."""
+    import subprocess
+
+    if options.patch_out is not None:
+        path = options.patch_out.expanduser()
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise ConfigError(f"--patch-out {path} is a directory")
+        if not parent.is_dir():
+            raise ConfigError(f"--patch-out {path}: the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise ConfigError(f"--patch-out {path} is not writable")
+    if options.branch is not None:
+        def git(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["git", "-C", str(workspace), *args], capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+
+        if options.no_git:
+            raise ConfigError("--branch needs a git work tree (it cannot be used with --no-git)")
+        if git("check-ref-format", "--branch", options.branch).returncode != 0:
+            raise ConfigError(f"--branch {options.branch!r} is not a valid branch name")
+        if git("rev-parse", "--verify", "--quiet", f"refs/heads/{options.branch}").returncode == 0:
+            raise ConfigError(f"--branch {options.branch}: that branch already exists; choose another name")
+
+
+def _export_result(settings: Settings, session_id: str, state: SessionState, outcome: Outcome, options: RunOptions,
+                   checkpointer: Any, notice: Any) -> Outcome:
+    """Write the result where ``--branch``/``--patch-out`` asked. A failure is reported (exit
+    EXIT_STORAGE unless the run already failed) and never stops the sandbox cleanup; the session
+    stays finished, and ``resume ID --patch-out FILE`` / ``--branch NAME`` writes it again."""
+    failed: list[str] = []
+    if options.branch:
+        try:
+            commit = checkpointer.export_branch(state.last_checkpoint, options.branch, _commit_message(state, outcome),
+                                                settings.git_author)
+            outcome.detail["branch"] = {"name": options.branch, "commit": commit}
+        except KimiCodeError as exc:
+            outcome.detail["branch_error"] = str(exc)
+            failed.append(f"could not create branch {options.branch}: {exc}")
+    if options.patch_out:
+        try:
+            options.patch_out.expanduser().write_text(checkpointer.patch(state.last_checkpoint))
+            outcome.detail["patch"] = str(options.patch_out)
+        except (OSError, KimiCodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            outcome.detail["patch_error"] = f"{options.patch_out}: {why}"
+            failed.append(f"could not write --patch-out {options.patch_out}: {why}")
+    for line in failed:
+        notice(f"{line} (the session is intact: `kimi-code resume {session_id}` with the same flag writes it again)")
+    if failed and outcome.exit_code == EXIT_OK:
+        outcome.exit_code = EXIT_STORAGE
+    return outcome
 
 
 def _diverged(runner: Runner, outcome: Outcome) -> bool:
@@ -473,4 +529,6 @@ def build_summary(session_id: str, state: SessionState, outcome: Outcome) -> dic
 
 
 def summary_json(summary: dict[str, Any]) -> str:
-    return json.dumps(summary, ensure_ascii=False)
+    from kimi_code.tools.text import clean_value  # file names that are not UTF-8 print as \xNN
+
+    return json.dumps(clean_value(summary), ensure_ascii=False)

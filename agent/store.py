@@ -5,7 +5,12 @@ Guarantees:
   event happens only after the event is durable. Appending costs O(size of the event).
 - A torn last line (a crash mid-write) is ignored on load and moved aside before the next append;
   any other corruption raises ``SessionError`` naming the line: never silently dropped.
-- ``meta.json`` (status, task, counters) is derived data, rewritten atomically (temp + rename).
+- ``meta.json`` (status, task, counters) is derived data, rewritten atomically (temp + rename);
+  when it is missing it is rebuilt from the log.
+- An event of a newer format version than this code knows stops the load with one clear error:
+  never a partial replay.
+- A failed write (a full disk) raises ``StorageError`` naming the file and saying the session is
+  intact up to its last complete event; no temporary file is left behind.
 - A session is run by one process at a time (an ``flock`` on ``lock``).
 """
 
@@ -20,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import SessionError
-from .events import Event
+from .errors import SessionError, StorageError
+from .events import Event, newer_version_message
 
 EVENTS_FILE = "events.jsonl"
 META_FILE = "meta.json"
@@ -63,13 +68,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _line(event: Event) -> bytes:
+    """One log line. A lone surrogate (a file name that is not UTF-8, in a checkpoint's file list)
+    is written as its JSON escape, which reads back as the same string: nothing is lost."""
+    return (event.to_json() + "\n").encode("utf-8", "backslashreplace")
+
+
+def storage_error(path: Path, exc: OSError, session_id: str | None = None) -> StorageError:
+    """One line for a write that failed (a full disk, a read-only or vanished directory)."""
+    what = exc.strerror or exc.__class__.__name__
+    resume = f"`kimi-code resume {session_id}`" if session_id else "resume it"
+    return StorageError(f"cannot write {path}: {what}; the session is intact up to its last complete event: "
+                        f"free space (or fix the directory), then {resume}")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class EventLog:
@@ -94,12 +117,16 @@ class EventLog:
             if not raw.strip():
                 continue
             try:
-                events.append(Event.from_dict(json.loads(raw)))
+                event = Event.from_dict(json.loads(raw))
             except (ValueError, KeyError, TypeError) as exc:
                 raise SessionError(
                     f"session log {self.path} is corrupt at line {number} ({exc.__class__.__name__}); "
                     "it was not modified: inspect or move it aside"
                 ) from None
+            newer = newer_version_message(event.v, f"session log {self.path} (line {number})")
+            if newer:
+                raise SessionError(newer)
+            events.append(event)
         self._next_seq = (events[-1].seq + 1) if events else 0
         return events
 
@@ -130,18 +157,27 @@ class EventLog:
             os.fsync(fh.fileno())
 
     def append(self, event: Event) -> Event:
-        if self._fh is None:
-            self._open_for_append()
-        event.seq = self._next_seq
-        line = (event.to_json() + "\n").encode("utf-8")
-        self._fh.write(line)
-        os.fsync(self._fh.fileno())
+        """Write one event durably. On a failed write the file may end in a torn line, which the
+        next load ignores and the next append sets aside: the log stays a valid prefix."""
+        try:
+            if self._fh is None:
+                self._open_for_append()
+            event.seq = self._next_seq
+            line = _line(event)
+            self._fh.write(line)
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self.close()  # reopened (and a torn tail set aside) by the next append
+            raise storage_error(self.path, exc, self.path.parent.name) from None
         self._next_seq += 1
         return event
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
             self._fh = None
 
 
@@ -162,27 +198,58 @@ class SessionDir:
         try:
             return SessionMeta.from_dict(json.loads(self.meta_path.read_text()))
         except FileNotFoundError:
-            raise SessionError(f"session {self.id} has no metadata at {self.meta_path}") from None
+            return self.rebuild_meta()
         except (ValueError, TypeError) as exc:
             raise SessionError(f"session {self.id}: unreadable metadata ({exc})") from None
 
+    def rebuild_meta(self) -> SessionMeta:
+        """``meta.json`` is derived data: when it is gone, fold the log and write it again."""
+        from .state import SessionState
+
+        events = self.log.load()
+        if not events:
+            raise SessionError(f"session {self.id} has neither metadata nor events in {self.root}")
+        state = SessionState.fold(events)
+        t = state.totals
+        status = {"running": "interrupted"}.get(state.status, state.status)
+        if state.finished and (state.finish or {}).get("status") == "failure":
+            status = "failed"
+        meta = SessionMeta(id=self.id, repo=state.repo, task=state.task[:500], model=state.model, status=status,
+                           steps=state.step, cost=round(t.cost, 6), prompt_tokens=t.prompt_tokens,
+                           cached_tokens=t.cached_tokens, completion_tokens=t.completion_tokens,
+                           created=events[0].time, updated=events[-1].time)
+        try:
+            write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
+        except OSError:
+            pass  # still usable from memory; rebuilt again next time
+        return meta
+
     def write_meta(self, meta: SessionMeta) -> None:
         meta.updated = time.time()
-        write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
+        try:
+            write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
+        except OSError as exc:
+            raise storage_error(self.meta_path, exc, self.id) from None
 
     def lock(self) -> None:
         """Take the session's exclusive lock, or fail clearly if another process runs it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / LOCK_FILE, "a+")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / LOCK_FILE, "a+")
+        except OSError as exc:
+            raise storage_error(self.root / LOCK_FILE, exc, self.id) from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
             raise SessionError(f"session {self.id} is being run by another kimi-code process") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        try:  # the pid is for people looking; the flock is what counts
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+        except OSError:
+            pass
         self._lock_fh = fh
 
     def unlock(self) -> None:
@@ -194,6 +261,16 @@ class SessionDir:
     def close(self) -> None:
         self.log.close()
         self.unlock()
+
+
+def _is_session(root: Path) -> bool:
+    """A session directory has its metadata, or at least a log to rebuild it from."""
+    if (root / META_FILE).is_file():
+        return True
+    try:
+        return (root / EVENTS_FILE).stat().st_size > 0
+    except OSError:
+        return False
 
 
 class SessionStore:
@@ -209,24 +286,31 @@ class SessionStore:
         root = self.state_dir / meta.id
         if root.exists():
             raise SessionError(f"session {meta.id} already exists")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_dir / f".{meta.id}.{os.getpid()}.new"
-        tmp.mkdir()
-        first.seq = 0
-        with open(tmp / EVENTS_FILE, "wb") as fh:
-            fh.write((first.to_json() + "\n").encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        meta.updated = time.time()
-        write_atomic(tmp / META_FILE, json.dumps(asdict(meta), indent=1).encode())
-        _fsync_dir(tmp)
-        os.rename(tmp, root)
-        _fsync_dir(self.state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            first.seq = 0
+            with open(tmp / EVENTS_FILE, "wb") as fh:
+                fh.write(_line(first))
+                fh.flush()
+                os.fsync(fh.fileno())
+            meta.updated = time.time()
+            write_atomic(tmp / META_FILE, json.dumps(asdict(meta), indent=1).encode())
+            _fsync_dir(tmp)
+            os.rename(tmp, root)
+            _fsync_dir(self.state_dir)
+        except OSError as exc:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StorageError(f"cannot create a session in {self.state_dir}: "
+                               f"{exc.strerror or exc.__class__.__name__}") from None
         return SessionDir(root)
 
     def open(self, session_id: str) -> SessionDir:
         root = self.state_dir / session_id
-        if not (root / META_FILE).exists():
+        if not (session_id and _is_session(root)):
             matches = [p for p in self._dirs() if p.name.startswith(session_id)] if session_id else []
             if len(matches) == 1:
                 root = matches[0]
@@ -239,8 +323,7 @@ class SessionStore:
     def _dirs(self) -> Iterator[Path]:
         if not self.state_dir.is_dir():
             return iter(())
-        return (p for p in self.state_dir.iterdir()
-                if not p.name.startswith(".") and p.is_dir() and (p / META_FILE).exists())
+        return (p for p in self.state_dir.iterdir() if not p.name.startswith(".") and _is_session(p))
 
     def list(self) -> list[SessionMeta]:
         metas = []

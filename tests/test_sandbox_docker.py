@@ -33,7 +33,11 @@ def test_container_is_locked_down(docker_sandbox_factory, docker_client) -> None
     attrs = docker_client.containers.get(sb.name).attrs
     host = attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
-    assert host["SecurityOpt"] == ["no-new-privileges"] and host["Privileged"] is False
+    # A root container also gets the profile that refuses setuid bits (sandbox/seccomp.py).
+    from kimi_code.sandbox.seccomp import security_opt
+
+    assert host["SecurityOpt"] == ["no-new-privileges", *([security_opt()] if sb._runs_as_root() else [])]
+    assert host["Privileged"] is False
     assert host["NetworkMode"] == "none" and host["Init"] is True
     assert host["Memory"] == 512 * 2**20 and host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 200
     mounts = attrs["Mounts"]
