@@ -6,6 +6,9 @@ Kept thin on purpose: every behaviour lives in a module of its own; this file on
 from __future__ import annotations
 
 import json
+import math
+import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -39,6 +42,14 @@ _register_sandbox_commands()
 
 err_console = Console(stderr=True)
 _debug = {"on": False}
+
+
+def _print_error(message: str, label: str = "error:") -> None:
+    """One line on stderr, never wrapped, the message never read as rich markup."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble((label, "bold red"), " ", " ".join(message.splitlines())),
+                      highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -102,10 +113,107 @@ def _parse_duration(text: Optional[str]) -> Optional[float]:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+            seconds = float(text[:-1]) * units[text[-1]]
+        else:
+            seconds = float(text)
     except ValueError:
         raise ConfigError(f"invalid duration {text!r}: use e.g. 90s, 30m, 2h") from None
+    if not math.isfinite(seconds) or seconds <= 0:  # nan would mean "no limit", a negative one "stop now"
+        raise ConfigError(f"--max-time must be a positive duration such as 90s, 30m or 2h, not {text!r}")
+    return seconds
+
+
+def _limits(max_steps: Optional[int], max_cost: Optional[float], max_time: Optional[str]) -> Any:
+    from .loop import Limits
+
+    if max_cost is not None and (not math.isfinite(max_cost) or max_cost <= 0):
+        raise ConfigError(f"--max-cost must be a positive amount in USD, not {max_cost:g}")
+    return Limits(max_steps, max_cost, _parse_duration(max_time))
+
+
+def _state_dir_name(path: Path, flag: Optional[Path]) -> str:
+    return f"--state-dir {flag}" if flag is not None else f"state directory {path}"
+
+
+def _check_state_dir(path: Path, flag: Optional[Path], *, write: bool = False, create: bool = False) -> None:
+    """One clear line for a state directory sessions cannot live in (a regular file, a path under
+    one, an unwritable or impossible place), before any session is made or touched. ``create``:
+    make it (as a new session would) and prove a file can be written there."""
+    path = Path(path).expanduser()
+    name = _state_dir_name(path, flag)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name} is not a directory")
+    if create:
+        import tempfile
+
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".kimi-code-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"{name} cannot hold sessions: {exc.strerror or exc.__class__.__name__}") from None
+    elif write and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} is not writable")
+
+
+def _check_recording(path: Path) -> None:
+    """A recording must be UTF-8 text (JSON lines): say so instead of failing deep in the replay."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read recording {path}: {exc.strerror or exc.__class__.__name__}") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recording {path} is not a text file (invalid UTF-8 at byte {exc.start}): a recording "
+                          "is a file written by `kimi-code export` (or a session's events.jsonl)") from None
+
+
+def _replay_path(model: Optional[str]) -> Optional[Path]:
+    if model and model.startswith(config_mod.REPLAY_PREFIX):
+        name = model[len(config_mod.REPLAY_PREFIX):].strip()
+        return Path(name).expanduser().resolve() if name else None
+    return None
+
+
+def _check_task_fits(settings: Any, task: str, workspace: Path) -> None:
+    """A task that cannot fit the model's window is a usage error, found before any session exists
+    (otherwise every request fails and the run ends as a model API failure that resume cannot fix).
+    The input budget is the window minus the output reserved per request (Settings.output_reserve,
+    the same as AgentLoop.max_output); the system prompt and tool schemas count too."""
+    budget = settings.input_budget
+    if len(task.encode("utf-8")) <= budget // 2:
+        # A token is at least one byte: this fits with half the budget left for the system prompt
+        # and tools, no counting needed (the common case costs nothing).
+        return
+    from . import prompts
+    from .tokens import MESSAGE_OVERHEAD, count_text, estimate_text_tokens, tokenizer_name
+
+    exact = tokenizer_name().startswith("tiktoken")  # without it, the documented estimate (and no warning)
+    count = count_text if exact else estimate_text_tokens
+    task_tokens = count(prompts.task_message(task)) + MESSAGE_OVERHEAD
+    fixed = 0
+    try:
+        from kimi_code.tools.builtin import default_registry
+
+        system = prompts.build_system_prompt(workspace=str(workspace), sandbox="the sandbox", network=settings.network,
+                                             repo=workspace)
+        fixed = count(system) + count(json.dumps(default_registry().schemas(), separators=(",", ":")))
+    except Exception:  # noqa: BLE001 - the check is about the task; the rest is a refinement
+        pass
+    need = task_tokens + fixed
+    if need <= budget:
+        return
+    info = settings.model_info
+    approx = "" if exact else " (estimated)"
+    raise ConfigError(
+        f"the task is too large for the model's context window: ~{task_tokens:,} tokens{approx} plus {fixed:,} of "
+        f"system prompt and tools, but {settings.model} takes at most {budget:,} input tokens "
+        f"({info.context_window:,}-token window minus {settings.output_reserve:,} reserved for the answer): "
+        f"~{need - budget:,} tokens too many; shorten it, or put the material in a file in the repository "
+        "and ask the agent to read it"
+    )
 
 
 def _check_output(output: str) -> str:
@@ -114,18 +222,32 @@ def _check_output(output: str) -> str:
     return output
 
 
+def _decode_task(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (invalid byte at offset {exc.start}): "
+                          "the task must be text") from None
+
+
 def _read_task(task: Optional[str], task_file: Optional[Path]) -> str:
     if task and task_file:
         raise ConfigError("give the task either as an argument or with -f, not both")
     if task_file is not None:
         try:
-            return task_file.read_text()
+            data = task_file.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read task file {task_file}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read task file {task_file}: {exc.strerror or exc.__class__.__name__}") from None
+        return _decode_task(data, f"task file {task_file}")
     if task:
+        try:
+            task.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+            raise ConfigError("the task argument is not UTF-8 text") from None
         return task
     if not sys.stdin.isatty():
-        return sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        return sys.stdin.read() if stream is None else _decode_task(stream.read(), "the task on standard input")
     raise ConfigError('no task given: kimi-code run "what to do" (or -f FILE, or pipe it on stdin)')
 
 
@@ -148,10 +270,11 @@ def _report(result: Any, output: str, state_dir_flag: Optional[Path]) -> None:
             if key in summary:
                 typer.echo(f"{key}: {summary[key]}")
     if outcome.status in ("interrupted", "limit", "api_error", "sandbox_error"):
-        cmd = f"kimi-code resume {result.session_id}"
+        cmd = f"kimi-code resume {shlex.quote(result.session_id)}"
         if state_dir_flag:
-            cmd += f" --state-dir {state_dir_flag}"
-        err_console.print(f"resume with: {cmd}", highlight=False, markup=False)
+            cmd += f" --state-dir {shlex.quote(str(state_dir_flag))}"
+        # Plain, never wrapped (rich wraps at 80 columns when stderr is no terminal): it is copied.
+        typer.echo(f"resume with: {cmd}", err=True)
 
 
 @app.command()
@@ -165,7 +288,7 @@ def run(
     provider: Optional[str] = ProviderOpt,
     thinking: Optional[bool] = typer.Option(None, "--thinking/--no-thinking", help="Kimi thinking mode."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many model turns."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="Stop when the session cost reaches this (USD)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop when the session cost reaches this (USD)."),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop after this long (e.g. 90s, 30m, 2h)."),
     sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default) or none (runs on the host)."),
     image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
@@ -180,25 +303,35 @@ def run(
     resume_if_exists: bool = typer.Option(False, "--resume-if-exists", help="Continue the unfinished session of the same task and repo, if any (CI retries)."),
 ) -> None:
     """Run the agent on a task until it finishes or a limit is reached."""
-    from .loop import Limits
     from .session import RunOptions, find_workspace, resume as resume_session, session_key, start
     from .store import SessionStore
 
     output = _check_output(output)
+    limits = _limits(max_steps, max_cost, max_time)
     flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
              "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
              "compaction": False if no_compaction else None}
     settings = config_mod.load_settings(flags)
+    if settings.replay is not None:
+        _check_recording(settings.replay)
+    if settings.ca_bundle is not None and not settings.ca_bundle.expanduser().is_file():
+        raise ConfigError(f"CA bundle {settings.ca_bundle} is not a file")
     text = _read_task(task, task_file)
-    options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)), no_git=no_git,
+    if not text.strip():
+        raise ConfigError("the task is empty")
+    options = RunOptions(output=output, limits=limits, no_git=no_git,
                          keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, bundle=resume_if_exists)
-    key = session_key(find_workspace(repo, no_git), text)
+    workspace = find_workspace(repo, no_git)
+    _check_task_fits(settings, text.strip(), workspace)
+    _check_state_dir(settings.state_dir, state_dir, create=True)
+    key = session_key(workspace, text)
     result = None
     if resume_if_exists:
         existing = [m for m in SessionStore(settings.state_dir).list()
                     if m.key == key and m.status in ("running", "interrupted", "limit")]
         if existing:
-            err_console.print(f"resuming session {existing[0].id} (--resume-if-exists)", highlight=False)
+            err_console.print(f"resuming session {existing[0].id} (--resume-if-exists)", highlight=False,
+                              soft_wrap=True)
             result = resume_session(flags, existing[0].id, options, state_dir=settings.state_dir)
     if result is None:
         result = start(settings, text, repo, options, key=key)
@@ -228,6 +361,7 @@ def demo(
         typer.echo(text, err=output != "text")
 
     plan = demo_mod.plan({"sandbox": sandbox, "image": image, "state_dir": state_dir}, directory, say)
+    _check_state_dir(plan.settings.state_dir, state_dir, create=True)
     if plan.notice:
         err_console.print(f"[bold yellow]notice:[/] {plan.notice}", highlight=False, soft_wrap=True)
     say(f"kimi-code demo: replaying a recorded session in {plan.repo}\ntask: {demo_mod.TASK}\n")
@@ -247,7 +381,7 @@ def resume(
     base_url: Optional[str] = BaseUrlOpt,
     provider: Optional[str] = ProviderOpt,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost"),
     max_time: Optional[str] = typer.Option(None, "--max-time"),
     image: Optional[str] = typer.Option(None, "--image"),
     keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox"),
@@ -257,19 +391,27 @@ def resume(
     patch_out: Optional[Path] = typer.Option(None, "--patch-out"),
 ) -> None:
     """Continue a stopped session exactly where it stopped."""
-    from .loop import Limits
     from .session import RunOptions, resume as resume_session
 
     output = _check_output(output)
     if not session_id and not last:
         raise ConfigError("give a session id or --last (see `kimi-code sessions`)")
+    if session_id and last:
+        raise ConfigError("give a session id or --last, not both")
+    if continue_text is not None and not continue_text.strip():
+        raise ConfigError("--continue needs the instructions to add")
+    limits = _limits(max_steps, max_cost, max_time)
+    recording = _replay_path(model)
+    if recording is not None:
+        _check_recording(recording)
     flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir}
-    options = RunOptions(output=output, limits=Limits(max_steps, max_cost, _parse_duration(max_time)),
+    _check_state_dir(state_dir or config_mod.load_settings({"state_dir": state_dir}).state_dir, state_dir, write=True)
+    options = RunOptions(output=output, limits=limits,
                          keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, continue_text=continue_text)
     result = resume_session(flags, session_id, options, state_dir=state_dir)
     if result.outcome.detail.get("already_finished"):
         err_console.print(f"session {result.session_id} already finished; use --continue \"...\" to add instructions",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     _report(result, output, state_dir)
     raise typer.Exit(result.outcome.exit_code)
 
@@ -279,10 +421,12 @@ sessions_app = typer.Typer(help="List and prune sessions.", invoke_without_comma
 app.add_typer(sessions_app, name="sessions")
 
 
-def _store(state_dir: Optional[Path]) -> Any:
+def _store(state_dir: Optional[Path], *, write: bool = False) -> Any:
     from .store import SessionStore
 
-    return SessionStore(state_dir or config_mod.load_settings({}).state_dir)
+    path = state_dir or config_mod.load_settings({}).state_dir
+    _check_state_dir(path, state_dir, write=write)
+    return SessionStore(path)
 
 
 @sessions_app.callback()
@@ -390,7 +534,7 @@ def export(
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
-    err_console.print(f"wrote {fmt} of session {session.id} to {out}", highlight=False, markup=False)
+    err_console.print(f"wrote {fmt} of session {session.id} to {out}", highlight=False, markup=False, soft_wrap=True)
 
 
 # -- doctor ------------------------------------------------------------------------------------
@@ -545,7 +689,7 @@ def main(argv: list[str] | None = None) -> None:
     except KimiCodeError as exc:
         if _debug["on"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -556,15 +700,22 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except Exception as exc:  # click usage errors (typer vendors click) and anything unexpected
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+            if exc.__class__.__name__ == "NoArgsIsHelpError" or not callable(getattr(exc, "format_message", None)):
+                exc.show()  # the help text itself
+                sys.exit(exc.exit_code)
+            # One line, like every other user error (click's own form is usage + hint + error).
+            message = " ".join(str(exc.format_message()).split())
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                message += f" (see `{ctx.command_path} --help`)"
+            _print_error(message)
             sys.exit(exc.exit_code)
         if exc.__class__.__name__ == "Abort":
             err_console.print("aborted")
             sys.exit(EXIT_INTERRUPTED)
         if _debug["on"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]internal error:[/] {exc.__class__.__name__}: {exc} (run with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
+        _print_error(f"{exc.__class__.__name__}: {exc} (run with --debug for the traceback)", "internal error:")
         sys.exit(70)
 
 

@@ -133,6 +133,23 @@ _UNRESOLVABLE = re.compile(r"Name or service not known|nodename nor servname|No 
                            r"getaddrinfo failed|Temporary failure in name resolution", re.IGNORECASE)
 
 
+# What the HTTP client (httpx, or the SDK's vendored copy) raises for a URL it will never send to:
+# matched by name, so this module need not import the client library itself.
+_UNUSABLE_URL_ERRORS = frozenset({"UnsupportedProtocol", "InvalidURL"})
+
+
+def _unusable_url_cause(exc: BaseException) -> str | None:
+    """The message of an unsupported-protocol / invalid-URL error behind ``exc``, if there is one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__name__ in _UNUSABLE_URL_ERRORS:
+            return str(cause) or type(cause).__name__
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class _Retry(Exception):
     """A transient failure: try again (internal)."""
 
@@ -505,6 +522,13 @@ class ModelClient:
             return _Retry(f"no answer from {host} within {self.settings.request_timeout:g} s",
                           request_id=request_id)
         if isinstance(exc, openai.APIConnectionError):
+            unusable = _unusable_url_cause(exc)
+            if unusable is not None:
+                # No retry can help a URL the HTTP client refuses to send to (ftp://, no scheme).
+                text = (f"cannot send to {self.settings.effective_base_url!r}: {unusable}: "
+                        "check --base-url / --provider")
+                log.error("model API error: %s", text)
+                return ModelAPIError(text, error_type="invalid_url")
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
             verb = "lost the connection to" if request_id else "cannot connect to"

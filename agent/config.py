@@ -12,7 +12,8 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -132,11 +133,30 @@ DEFAULT_PROVIDER = "moonshot"
 DEFAULT_IMAGE = "python:3.12-bookworm"
 
 
-def user_config_path() -> Path:
-    override = os.environ.get(CONFIG_ENV)
+def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    override = (os.environ if environ is None else environ).get(CONFIG_ENV)
     if override:
         return Path(override).expanduser()
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def check_base_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host; else ValueError with one line naming it.
+
+    Anything else (``localhost:8000/v1``, ``ftp://…``, a typo) could never be reached, and would
+    otherwise only fail as a "connection error" retried for the whole retry window."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in 0-65535
+    except ValueError:
+        parts = None
+    if parts is not None and parts.scheme.lower() in ("http", "https") and parts.hostname and " " not in text:
+        return text
+    hint = ""
+    if parts is not None and "://" not in text and text and " " not in text:
+        hint = f" (did you mean http://{text} ?)"
+    raise ValueError(f"base URL {url!r} is not an http:// or https:// URL with a host{hint}")
 
 
 def default_state_dir() -> Path:
@@ -146,7 +166,8 @@ def default_state_dir() -> Path:
 class Settings(BaseModel):
     """Everything configurable. Field names are the config-file keys and the env suffixes."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no setting means anything at nan or infinity (cpus = inf, command_timeout = nan).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     provider: str = Field(DEFAULT_PROVIDER, description="endpoint preset (see `kimi-code config providers`)")
     model: str = Field(DEFAULT_MODEL, description="model name; replay:FILE serves a recorded session instead")
@@ -183,6 +204,18 @@ class Settings(BaseModel):
     def _absolute_recording(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
 
+    @field_validator("base_url")
+    @classmethod
+    def _usable_base_url(cls, v: str | None) -> str | None:
+        return check_base_url(v) if v is not None else None
+
+    @field_validator("model")
+    @classmethod
+    def _model_named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the model name is empty")
+        return v
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
@@ -201,6 +234,18 @@ class Settings(BaseModel):
         if self.context_window:
             info = dataclasses.replace(info, context_window=self.context_window)
         return info
+
+    @property
+    def output_reserve(self) -> int:
+        """Output tokens asked per request (what AgentLoop.max_output returns): never more than a
+        quarter of the window, so a small window (a self-hosted server) still leaves room for history."""
+        info = self.model_info
+        return max(256, min(self.max_output_tokens, info.max_output_tokens, info.context_window // 4))
+
+    @property
+    def input_budget(self) -> int:
+        """Tokens a request's input may take: the window minus the output reservation."""
+        return self.model_info.context_window - self.output_reserve
 
     @property
     def wire_model(self) -> str:
@@ -232,12 +277,18 @@ class Settings(BaseModel):
         return True
 
     def require_api_key(self) -> str:
-        if self.api_key is None or not self.api_key.get_secret_value():
+        if self.api_key is None or not self.api_key.get_secret_value().strip():
             if not self.key_required:
                 return "not-needed"  # OpenAI-compatible servers without auth ignore the header
             envs = " or ".join(self.provider_info.key_envs[:2])
             raise ConfigError(f"no API key: set {envs}")
-        return self.api_key.get_secret_value()
+        key = self.api_key.get_secret_value().strip()
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            # It goes into an HTTP header, which takes neither; never shown (it is a secret).
+            envs = " or ".join(self.provider_info.key_envs[:2])
+            raise ConfigError(f"the API key contains spaces, control or non-ASCII characters: check {envs} "
+                              "(or api_key in the config file)")
+        return key
 
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to print or store (no key)."""
@@ -266,14 +317,21 @@ def _api_key_from_env(provider: str, environ: dict[str, str]) -> str | None:
     return None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, *, required: bool = False) -> dict[str, Any]:
+    """The file's settings; a missing file is no settings unless ``required`` (named explicitly)."""
     if not path.exists():
+        if required:
+            raise ConfigError(f"config file {path} (from {CONFIG_ENV}) does not exist")
         return {}
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     unknown = set(data) - set(Settings.model_fields)
     if unknown:
         raise ConfigError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
@@ -288,9 +346,11 @@ def load_settings(
 ) -> Settings:
     """Merge defaults, the config file, the environment and CLI flags (``None`` flags are unset)."""
     env = dict(os.environ if environ is None else environ)
-    path = config_path or user_config_path()
+    path = config_path or user_config_path(env)
     merged: dict[str, Any] = {}
-    merged.update(read_config_file(path))
+    # A file named by KIMI_CODE_CONFIG must exist (a typo must not silently mean "defaults");
+    # the default location may be absent.
+    merged.update(read_config_file(path, required=config_path is None and bool(env.get(CONFIG_ENV))))
     merged.update(_env_overrides(env))
     merged.update({k: v for k, v in (flags or {}).items() if v is not None})
     model = merged.get("model")
@@ -309,4 +369,5 @@ def load_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}".replace("\n", " ")) from None

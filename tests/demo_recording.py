@@ -89,8 +89,9 @@ def record(image: str, out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="kimi-code-demo-recording-") as tmp:
         repo = demo.prepare_repo(Path(tmp) / "tally")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))}
+        (Path(tmp) / "empty-config.toml").write_text("")  # a KIMI_CODE_CONFIG naming a missing file is an error
         env.update({"MOONSHOT_API_KEY": KEY, "KIMI_CODE_STATE_DIR": str(Path(tmp) / "state"),
-                    "KIMI_CODE_CONFIG": str(Path(tmp) / "none.toml")})
+                    "KIMI_CODE_CONFIG": str(Path(tmp) / "empty-config.toml")})
         cli = [sys.executable, "-m", "kimi_code.agent.cli"]
         with FakeKimi(scripted_turns(), api_key=KEY) as fake:
             proc = subprocess.run([*cli, "run", "--repo", str(repo), "--base-url", fake.base_url, "--output", "json",

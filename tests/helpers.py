@@ -28,12 +28,22 @@ def make_repo(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
+def empty_config(tmp_path: Path) -> Path:
+    """An existing, empty config file: isolates a run from the user's own config (a KIMI_CODE_CONFIG
+    naming a missing file is an error)."""
+    path = tmp_path / "empty-config.toml"
+    if not path.exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    return path
+
+
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))}
     env.update({
         "MOONSHOT_API_KEY": KEY,
         "KIMI_CODE_STATE_DIR": str(tmp_path / "state"),
-        "KIMI_CODE_CONFIG": str(tmp_path / "no-config.toml"),
+        "KIMI_CODE_CONFIG": str(empty_config(tmp_path)),
         "KIMI_CODE_RETRY_WINDOW": "5",
         # Every CLI run in the tests checks that its log replays into its live state.
         "KIMI_CODE_VERIFY_REPLAY": "1",

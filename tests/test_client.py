@@ -393,3 +393,29 @@ def test_unresolvable_host_fails_fast_before_any_success() -> None:
     with pytest.raises(ModelAPIError, match="check --base-url"):
         client.complete([USER], session_id="s")
     assert waits == []
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/v1", "localhost:8000/v1", "not a url"])
+def test_unsupported_protocol_fails_at_once_without_retries(url: str) -> None:
+    """A URL the HTTP client refuses (no http/https scheme) can never work: one clear error, no retry
+    window spent on it. (load_settings rejects these already; a client built another way must too.)"""
+    rec = Recorder()
+    settings = Settings(api_key="sk-k", retry_window=1800.0).model_copy(update={"base_url": url})
+    client = ModelClient(settings, on_retry=rec.notices.append, sleep=rec.sleep, clock=rec.clock)
+    with pytest.raises(ModelAPIError, match="check --base-url") as info:
+        client.complete([USER], session_id="s")
+    assert rec.waits == [] and rec.notices == []
+    assert not info.value.retryable and "\n" not in str(info.value)
+
+
+def test_refused_connection_is_still_retried() -> None:
+    """Only the protocol/URL errors are final: a server that is down is retried as before."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rec = Recorder()
+    client = ModelClient(Settings(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-k", retry_window=5.0),
+                         on_retry=rec.notices.append, sleep=rec.sleep, clock=rec.clock)
+    with pytest.raises(ModelAPIError) as info:
+        client.complete([USER], session_id="s")
+    assert rec.waits and info.value.retryable

@@ -108,3 +108,69 @@ def test_sessions_list_and_show(tmp_path: Path) -> None:
     for f in (tmp_path / "state").rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes()
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "not a url", "ftp://example.com/v1", "http://", "http:///v1",
+                                 "file:///etc/passwd", "http://h:99999/v1", "//api.moonshot.ai/v1"])
+def test_unusable_base_url_is_a_config_error_naming_it(tmp_path: Path, url: str) -> None:
+    none = tmp_path / "none.toml"
+    for flags, environ in (({"base_url": url}, {}), ({}, {"MOONSHOT_BASE_URL": url}), ({}, {"KIMI_CODE_BASE_URL": url})):
+        with pytest.raises(ConfigError, match="invalid setting base_url: base URL") as info:
+            load_settings(flags, environ=environ, config_path=none)
+        assert repr(url) in str(info.value) and "\n" not in str(info.value)
+    if url == "localhost:8000/v1":
+        with pytest.raises(ConfigError, match="did you mean http://localhost:8000/v1"):
+            load_settings({"base_url": url}, environ={}, config_path=none)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000/v1", "https://api.moonshot.ai/v1", "HTTP://GPU:8000/v1/",
+                                 "http://[::1]:8000/v1", "http://10.0.0.2"])
+def test_http_base_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load_settings({"base_url": url}, environ={}, config_path=tmp_path / "none.toml").base_url == url
+
+
+def test_config_env_naming_a_missing_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "typo.toml"
+    with pytest.raises(ConfigError, match=f"config file {missing} .*does not exist"):
+        load_settings({}, environ={"KIMI_CODE_CONFIG": str(missing)})
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert load_settings({}, environ={"KIMI_CODE_CONFIG": str(empty)}).model == "kimi-k2.6"
+    # Without the variable, the default location may be absent.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert load_settings({}, environ={}).model == "kimi-k2.6"
+    proc = run_cli(["config", "show"], {**cli_env(tmp_path), "KIMI_CODE_CONFIG": str(missing)})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: config file {missing} (from KIMI_CODE_CONFIG) does not exist"]
+
+
+def test_cli_env_config_file_exists(tmp_path: Path) -> None:
+    """The tests isolate the CLI from the user's config with an existing empty file (a missing
+    one is an error now)."""
+    path = Path(cli_env(tmp_path)["KIMI_CODE_CONFIG"])
+    assert path.is_file() and path.read_text() == ""
+
+
+@pytest.mark.parametrize("key", ["sk-ü-key", "sk-a b", "sk-a\nb", "sk-\x00"])
+def test_unusable_api_key_is_a_config_error_without_showing_it(tmp_path: Path, key: str) -> None:
+    s = load_settings({}, environ={"MOONSHOT_API_KEY": key}, config_path=tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="API key contains") as info:
+        s.require_api_key()
+    assert key not in str(info.value)
+    assert load_settings({}, environ={"MOONSHOT_API_KEY": " sk-ok\n"},
+                         config_path=tmp_path / "none.toml").require_api_key() == "sk-ok"
+
+
+@pytest.mark.parametrize("values", [{}, {"max_output_tokens": 100_000}, {"max_output_tokens": 256},
+                                    {"context_window": 8192}, {"context_window": 4096, "max_output_tokens": 4000},
+                                    {"model": "my-local-model"}])
+def test_output_reserve_is_the_loops_max_output(values: dict) -> None:
+    """The CLI's task-size check reserves what every request asks for (AgentLoop.max_output)."""
+    from types import SimpleNamespace
+
+    from kimi_code.agent.config import Settings
+    from kimi_code.agent.loop import AgentLoop
+
+    s = Settings(**values)
+    assert s.output_reserve == AgentLoop.max_output(SimpleNamespace(settings=s))
+    assert s.input_budget == s.model_info.context_window - s.output_reserve

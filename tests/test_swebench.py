@@ -29,7 +29,10 @@ CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 def bench_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))}
-    env.update({"PYTHONPATH": str(ROOT), "KIMI_CODE_CONFIG": str(tmp_path / "no-config.toml"),
+    config = tmp_path / "empty-config.toml"  # isolates from the user's config; a missing one is an error
+    if not config.exists():
+        config.write_text("")
+    env.update({"PYTHONPATH": str(ROOT), "KIMI_CODE_CONFIG": str(config),
                 "KIMI_CODE_STATE_DIR": str(tmp_path / "state"), "KIMI_CODE_VERIFY_REPLAY": "1"})
     return env
 
