@@ -61,8 +61,9 @@ def make_repo(root: Path) -> Path:
 def cli_env(root: Path) -> dict[str, str]:
     """The environment the tests give the CLI (tests/helpers.py), without the replay check."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOONSHOT_", "KIMI_API", "KIMI_CODE_"))}
-    env.update({"MOONSHOT_API_KEY": KEY, "KIMI_CODE_STATE_DIR": str(root / "state"),
-                "KIMI_CODE_CONFIG": str(root / "no-config.toml")})
+    config = root / "empty-config.toml"  # an existing empty file: the user's config is not read
+    config.touch()
+    env.update({"MOONSHOT_API_KEY": KEY, "KIMI_CODE_STATE_DIR": str(root / "state"), "KIMI_CODE_CONFIG": str(config)})
     return env
 
 
