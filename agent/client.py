@@ -314,6 +314,7 @@ class ModelClient:
         self._sleep = sleep
         self._clock = clock
         self._sdk_client: openai.OpenAI | None = None
+        self._message_json: dict[int, tuple[dict[str, Any], str]] = {}  # see _messages_json
         self._reached = False  # a request has succeeded (a later DNS failure is an outage, not a typo)
 
     @property
@@ -341,6 +342,26 @@ class ModelClient:
             self._sdk_client = None
 
     # -- the request -------------------------------------------------------------------------
+    def _messages_json(self, messages: list[dict[str, Any]]) -> str:
+        """The messages as a JSON array, each message serialized once per session: a request
+        repeats every earlier message, so serializing them all again would make each step cost
+        what the whole history costs. A message is never changed once it is in the history (the
+        fold makes new dicts), so the text cached for that very object stays right; the cache
+        keeps only the messages of the last request."""
+        cache = self._message_json
+        fresh: dict[int, tuple[dict[str, Any], str]] = {}
+        parts = []
+        for message in messages:
+            hit = cache.get(id(message))
+            if hit is not None and hit[0] is message:
+                text = hit[1]
+            else:
+                text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            fresh[id(message)] = (message, text)
+            parts.append(text)
+        self._message_json = fresh
+        return "[" + ",".join(parts) + "]"
+
     def build_body(
         self,
         messages: list[dict[str, Any]],
@@ -365,8 +386,8 @@ class ModelClient:
         if tools:
             body["tools"] = tools
             body["tool_choice"] = "auto"
-        body["messages"] = messages
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        head = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = f'{head[:-1]},"messages":{self._messages_json(messages)}}}'
         data = text.encode("utf-8")
         info = s.model_info
         used = input_tokens if input_tokens is not None else estimate_tokens(text, len(data))

@@ -103,6 +103,7 @@ class AgentLoop:
         self.workspace = workspace
         self._interrupts = 0
         self._terminated = False
+        self._meta: Any = None  # the session's metadata, read once (see update_meta)
         self._phase = "idle"
         self._started = time.monotonic()
         self._lock = threading.Lock()
@@ -137,11 +138,15 @@ class AgentLoop:
             log.exception("view failed on %s", type_)
         return event
 
-    def update_meta(self) -> None:
-        try:
-            meta = self.session.read_meta()
-        except Exception:  # noqa: BLE001
-            return
+    def update_meta(self, durable: bool = True) -> None:
+        """Refresh ``meta.json`` (derived data). After a step it is not fsynced (``durable=False``):
+        a meta.json lost or torn by a crash is rebuilt from the log."""
+        if self._meta is None:
+            try:
+                self._meta = self.session.read_meta()
+            except Exception:  # noqa: BLE001
+                return
+        meta = self._meta
         t = self.state.totals
         meta.status = {"running": "running", "finished": "finished"}.get(self.state.status, self.state.status)
         if self.state.finished and self.state.finish and self.state.finish.get("status") == "failure":
@@ -150,7 +155,7 @@ class AgentLoop:
         meta.cost = round(t.cost, 6)
         meta.prompt_tokens, meta.cached_tokens, meta.completion_tokens = t.prompt_tokens, t.cached_tokens, t.completion_tokens
         try:
-            self.session.write_meta(meta)
+            self.session.write_meta(meta, durable=durable)
         except KimiCodeError as exc:  # derived data: the log is the truth, and is rebuilt from
             log.debug("%s", exc)
 
@@ -445,7 +450,7 @@ class AgentLoop:
                 self._start_checkpoint()
         self._step_changed_workspace = False
         self._maybe_finish()
-        self.update_meta()
+        self.update_meta(durable=False)
 
     def _checkpoint(self) -> None:
         self._start_checkpoint()

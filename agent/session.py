@@ -6,7 +6,6 @@ same object graph as a fresh one: load + fold + continue.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from .events import Event
 from .lazy import prefetch
 from .loop import AgentLoop, Limits, Outcome
 from .state import SessionState
-from .store import SessionDir, SessionMeta, SessionStore, new_session_id
+from .store import SessionDir, SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - cli's
 from .tokens import count_message, count_text, count_tools
 
 if TYPE_CHECKING:
@@ -89,8 +88,6 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
     return Path(lines[1]).resolve()
 
 
-def session_key(workspace: Path, task: str) -> str:
-    return hashlib.sha256(f"{workspace}\0{task.strip()}".encode()).hexdigest()[:16]
 
 
 class Runner:

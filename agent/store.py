@@ -17,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -56,6 +57,11 @@ class SessionMeta:
         return cls(**known)
 
 
+def session_key(workspace: Path | str, task: str) -> str:
+    """The identity ``run --resume-if-exists`` finds a session by: its repository and task."""
+    return hashlib.sha256(f"{workspace}\0{task.strip()}".encode()).hexdigest()[:16]
+
+
 def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -82,13 +88,15 @@ def storage_error(path: Path, exc: OSError, session_id: str | None = None) -> St
                         f"free space (or fix the directory), then {resume}")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` by ``data`` (temp + rename); ``durable`` fsyncs the data first."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -199,8 +207,8 @@ class SessionDir:
             return SessionMeta.from_dict(json.loads(self.meta_path.read_text()))
         except FileNotFoundError:
             return self.rebuild_meta()
-        except (ValueError, TypeError) as exc:
-            raise SessionError(f"session {self.id}: unreadable metadata ({exc})") from None
+        except (ValueError, TypeError):  # torn by a crash (it is written without fsync after a step)
+            return self.rebuild_meta()
 
     def rebuild_meta(self) -> SessionMeta:
         """``meta.json`` is derived data: when it is gone, fold the log and write it again."""
@@ -217,17 +225,18 @@ class SessionDir:
         meta = SessionMeta(id=self.id, repo=state.repo, task=state.task[:500], model=state.model, status=status,
                            steps=state.step, cost=round(t.cost, 6), prompt_tokens=t.prompt_tokens,
                            cached_tokens=t.cached_tokens, completion_tokens=t.completion_tokens,
-                           created=events[0].time, updated=events[-1].time)
+                           created=events[0].time, updated=events[-1].time,
+                           key=session_key(state.repo, state.task) if state.repo else None)
         try:
             write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
         except OSError:
             pass  # still usable from memory; rebuilt again next time
         return meta
 
-    def write_meta(self, meta: SessionMeta) -> None:
+    def write_meta(self, meta: SessionMeta, durable: bool = True) -> None:
         meta.updated = time.time()
         try:
-            write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
+            write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode(), durable)
         except OSError as exc:
             raise storage_error(self.meta_path, exc, self.id) from None
 

@@ -419,3 +419,21 @@ def test_refused_connection_is_still_retried() -> None:
     with pytest.raises(ModelAPIError) as info:
         client.complete([USER], session_id="s")
     assert rec.waits and info.value.retryable
+
+
+def test_request_body_is_the_whole_json_however_often_messages_repeat() -> None:
+    """Messages are serialized once and reused: the bytes must still be exactly the body's JSON,
+    also for a new message object that happens to reuse a dropped one's id."""
+    import json as json_
+
+    client = ModelClient(Settings(base_url="http://127.0.0.1:9/v1", api_key="sk-k"))
+    history = [{"role": "system", "content": "sys"}, {"role": "user", "content": "tâche ✓"}]
+    for i in range(3):
+        history.append({"role": "assistant", "content": f"step {i}", "reasoning_content": "r"})
+        history = [dict(m) if n == 0 else m for n, m in enumerate(history)]  # a fresh system message
+        data = client.build_body(history, None, session_id="s", max_output_tokens=100)
+        body = json_.loads(data)
+        assert body["messages"] == history and body["max_completion_tokens"] == 100
+        assert body["model"] and body["stream"] is True and body["prompt_cache_key"] == "s"
+    history = [history[0], {"role": "user", "content": "different"}]  # compaction-like: objects go away
+    assert json_.loads(client.build_body(history, None, session_id="s"))["messages"] == history

@@ -197,3 +197,19 @@ def test_an_empty_reply_is_asked_again_once_then_fails(tmp_path: Path) -> None:
         assert proc.returncode == 1, proc.stderr
         out = json.loads(proc.stdout)
         assert out["status"] == "failure" and "empty replies" in out["summary"]
+
+
+def test_a_torn_meta_json_is_rebuilt_and_resume_if_exists_still_finds_the_session(tmp_path: Path) -> None:
+    """meta.json is written without fsync after each step: a crash may leave it torn."""
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    env = cli_env(tmp_path)
+    script = [Turn(reasoning="r", tool_calls=[_call("read_file", path="a.txt")]),
+              Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])]
+    with FakeKimi(script, api_key=KEY) as fake:
+        proc = _run(repo, fake, env, "--max-steps", "1", "--resume-if-exists", task="same task")
+        assert proc.returncode == 3, proc.stderr
+        sid = json.loads(proc.stdout)["session_id"]
+        (tmp_path / "state" / sid / "meta.json").write_text('{"id": "')
+        proc = _run(repo, fake, env, "--resume-if-exists", task="same task")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["session_id"] == sid  # found by its key, rebuilt from the log
