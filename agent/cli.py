@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config as config_mod
-from .errors import EXIT_INTERRUPTED, ConfigError, KimiCodeError
+from .errors import EXIT_INTERRUPTED, USER_ERRORS, ConfigError, KimiCodeError, exit_code_of
 
 app = typer.Typer(
     name="kimi-code",
@@ -584,7 +584,7 @@ def doctor(
                          settings.image + (" present" if present else f": {missing_image_message(settings.image)}"),
                          need_docker))
             client.close()
-        except KimiCodeError as exc:
+        except USER_ERRORS as exc:
             rows.append(("docker", False, str(exc), need_docker))
         import shutil
 
@@ -686,11 +686,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
-    except KimiCodeError as exc:
+    except USER_ERRORS as exc:
         if _debug["on"]:
             traceback.print_exc()
         _print_error(str(exc))
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code_of(exc))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)

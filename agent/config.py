@@ -96,6 +96,11 @@ class Provider:
         return dict(self.model_ids).get(model, model)
 
 
+def secret_env_names() -> frozenset[str]:
+    """Environment variables that hold model API keys: never passed into a sandbox or its commands."""
+    return frozenset(API_KEY_ENVS) | {name for p in PROVIDERS.values() for name in p.key_envs}
+
+
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (

@@ -1,10 +1,13 @@
 """Errors a user can hit, each with the exit code the CLI maps it to.
 
-The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; only ``--debug``
-shows a traceback. Codes are documented in the README.
+The CLI prints ``str(error)`` as one line and exits with ``exit_code_of(error)``; only ``--debug``
+shows a traceback. ``SandboxError`` is the sandbox package's own type, re-exported here. Codes
+are documented in the README.
 """
 
 from __future__ import annotations
+
+from kimi_code.sandbox.errors import SandboxError  # noqa: F401 - re-exported
 
 EXIT_OK = 0
 EXIT_AGENT_FAILURE = 1
@@ -50,12 +53,6 @@ class ModelAPIError(KimiCodeError):
         self.retryable = retryable
 
 
-class SandboxError(KimiCodeError):
-    """The sandbox could not be started or used (daemon down, image missing, ...)."""
-
-    exit_code = EXIT_SANDBOX
-
-
 class SessionError(KimiCodeError):
     """A session cannot be found, loaded or continued."""
 
@@ -72,3 +69,15 @@ class CheckpointError(KimiCodeError):
     """A workspace checkpoint could not be taken, found or restored (git)."""
 
     exit_code = EXIT_USAGE
+
+
+# Errors meant for the user (one line, an exit code): kimi-code's own, and the sandbox package's,
+# which is kimi-code-agnostic (the packages depend one way: agent -> tools -> sandbox).
+USER_ERRORS: tuple[type[Exception], ...] = (KimiCodeError, SandboxError)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code for an error in USER_ERRORS."""
+    if isinstance(exc, SandboxError):
+        return EXIT_SANDBOX
+    return getattr(exc, "exit_code", EXIT_USAGE)

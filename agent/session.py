@@ -138,7 +138,7 @@ class Runner:
 
 
 def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Any:
-    from kimi_code.sandbox.factory import make_sandbox
+    from .sandboxes import make_sandbox
 
     return make_sandbox(settings, session_id, workspace)
 
@@ -189,7 +189,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     store = SessionStore(settings.state_dir)
     session_id = new_session_id()
     registry = _registry()
-    from kimi_code.sandbox.factory import planned_info
+    from .sandboxes import planned_info
 
     planned = planned_info(settings, session_id, workspace)  # backend, workspace path, image
     system_prompt = prompts.build_system_prompt(

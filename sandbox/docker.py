@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
-from ..agent.errors import SandboxError
+from .engine import connect, explain_connect_error  # noqa: F401 - also imported from here
+from .errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
 from .images import ensure_image, require_image
-from .local import secret_env_names
 from .seccomp import security_opt as no_setid_security_opt
 from .shell import Channel, PersistentShell, SideRunError
 
@@ -60,33 +61,6 @@ def container_name(session_id: str) -> str:
     """Docker allows ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``; anything else becomes ``-``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", session_id).strip("-.") or "session"
     return (NAME_PREFIX + safe)[:200]
-
-
-def connect(timeout: int = 120) -> docker.DockerClient:
-    """A client for the daemon ``DOCKER_HOST`` (or the default socket) names; one clear error if none."""
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except DockerException as exc:
-        raise SandboxError(explain_connect_error(exc)) from None
-
-
-def explain_connect_error(exc: BaseException) -> str:
-    text = str(exc)
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if "PermissionError" in text or "Permission denied" in text or "permission denied" in text:
-        return (
-            f"no permission to use the Docker socket ({where}): add your user to the 'docker' group "
-            "(then log in again), or run with --sandbox none"
-        )
-    if any(s in text for s in ("FileNotFoundError", "No such file", "ConnectionRefused", "Connection refused")):
-        return (
-            f"the Docker daemon is not running ({where}): start it (e.g. `sudo systemctl start docker`), "
-            "or run with --sandbox none"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
-    return f"cannot reach the Docker daemon ({where}): {first}"
 
 
 def _api_error(what: str, exc: APIError) -> SandboxError:
@@ -190,7 +164,8 @@ class _ExecChannel:
 
 
 class DockerSandbox:
-    """A session's container and its persistent shell."""
+    """A session's container and its persistent shell. ``secret_env`` names variables (the model
+    API keys) that are never passed into the container, even when given in ``env``."""
 
     backend = "docker"
 
@@ -206,6 +181,7 @@ class DockerSandbox:
         pids_limit: int = 1024,
         ca_bundle: Path | None = None,
         env: dict[str, str] | None = None,
+        secret_env: Iterable[str] = (),
         default_timeout: float = DEFAULT_TIMEOUT,
         output_cap: int = DEFAULT_OUTPUT_CAP,
         user: str | None = None,
@@ -224,7 +200,7 @@ class DockerSandbox:
         self.output_cap = output_cap
         self.name = container_name(session_id)
         self._user = user
-        secrets_ = secret_env_names()
+        secrets_ = self._secret_env = frozenset(secret_env)
         dropped = sorted(k for k in (env or {}) if k in secrets_)
         if dropped:
             log.warning("not passing %s into the sandbox", ", ".join(dropped))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
-from ..agent.errors import SandboxError
+from .errors import SandboxError
 
 from .base import BASE_IMAGE, BUILD_TAG, OFFLINE_TAG  # noqa: E402,F401 - the names images are known by
 # Daemon messages that mean "the base image could not be fetched" rather than "a step failed".
@@ -91,7 +91,7 @@ def build_image(
     even when present. A base that cannot be pulled gives one line pointing at the offline script.
     """
     if client is None:
-        from .docker import connect
+        from .engine import connect
 
         client = connect()
     dockerfile = dockerfile_path().read_bytes()

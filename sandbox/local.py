@@ -13,17 +13,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from ..agent.config import PROVIDERS
-from ..agent.errors import SandboxError
+from .errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, ExecResult, SandboxInfo
 from .shell import Channel, PersistentShell, SideRunError
-
-
-def secret_env_names() -> set[str]:
-    """Environment variables that hold the agent's model API keys (never passed to commands)."""
-    return {name for p in PROVIDERS.values() for name in p.key_envs}
 
 
 class _PipeChannel:
@@ -77,15 +72,17 @@ class LocalSandbox:
         workspace: Path,
         *,
         env: dict[str, str] | None = None,
+        secret_env: Iterable[str] = (),
         default_timeout: float = DEFAULT_TIMEOUT,
         output_cap: int = DEFAULT_OUTPUT_CAP,
         kill_grace: float | None = None,
     ) -> None:
+        """``secret_env``: names of variables (the model API keys) never passed to commands."""
         self.session_id = session_id
         self.workspace = Path(workspace).resolve()
         self.default_timeout = default_timeout
         self.output_cap = output_cap
-        secrets_ = secret_env_names()
+        secrets_ = frozenset(secret_env)
         base = {k: v for k, v in os.environ.items() if k not in secrets_ and k != "KIMI_CODE_CMD_ID"}
         base.update({k: v for k, v in (env or {}).items() if k not in secrets_})
         base.setdefault("PAGER", "cat")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import docker
 from docker.errors import APIError, NotFound
 
-from ..agent.errors import SandboxError
+from .errors import SandboxError
 from .docker import (
     LABEL_CREATED,
     LABEL_IMAGE,

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..agent.errors import SandboxError
+from .errors import SandboxError
 from .base import ExecResult
 
 # A command that outlives its timeout exits with this code, as with coreutils' timeout(1).

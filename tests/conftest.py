@@ -85,6 +85,7 @@ def docker_sandbox_factory(docker_client, tmp_path_factory):
     """
     import uuid
 
+    from kimi_code.agent.config import secret_env_names
     from kimi_code.sandbox.docker import DockerSandbox
 
     made: list = []
@@ -94,6 +95,7 @@ def docker_sandbox_factory(docker_client, tmp_path_factory):
         session_id = kwargs.pop("session_id", None) or f"test-{uuid.uuid4().hex[:12]}"
         kwargs.setdefault("image", TEST_IMAGE)
         kwargs.setdefault("client", docker_client)
+        kwargs.setdefault("secret_env", secret_env_names())  # as kimi-code's own assembly passes them
         sandbox = DockerSandbox(session_id, ws, **kwargs)
         made.append(sandbox)
         if start:

@@ -13,7 +13,7 @@ from kimi_code.agent.config import Settings
 from kimi_code.agent.errors import SandboxError
 from kimi_code.sandbox.commands import sandbox_app
 from kimi_code.sandbox.docker import DockerSandbox
-from kimi_code.sandbox.factory import LOCAL_WARNING, make_sandbox
+from kimi_code.agent.sandboxes import LOCAL_WARNING, make_sandbox
 from kimi_code.sandbox.images import build_image, missing_image_message
 from kimi_code.sandbox.local import LocalSandbox
 from kimi_code.sandbox.manage import list_containers, prune_containers
@@ -83,3 +83,12 @@ def test_factory_picks_backend(tmp_path: Path) -> None:
         "img:1", True, "1g", 0.5, 64,
     )
     assert docker_sb.default_timeout == 9.0 and docker_sb.name == "kimi-code-s-2"
+
+
+def test_the_assembled_sandboxes_never_get_the_api_keys(tmp_path: Path, monkeypatch) -> None:
+    """The sandbox package knows no providers: kimi-code's assembly names the keys to keep out."""
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-host")
+    local = make_sandbox(Settings(sandbox="none"), "s1", tmp_path, warn=lambda _: None)
+    assert "MOONSHOT_API_KEY" not in local._env
+    docker_sb = make_sandbox(Settings(), "s2", tmp_path, warn=lambda _: None)
+    assert {"MOONSHOT_API_KEY", "KIMI_API_KEY"} <= set(docker_sb._secret_env)

@@ -172,7 +172,10 @@ def test_output_just_over_cap_in_characters(local: LocalSandbox) -> None:
 def test_secret_env_is_not_passed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOONSHOT_API_KEY", "sk-local-secret")
     monkeypatch.setenv("KIMI_CODE_TEST_VISIBLE", "yes")
-    sandbox = LocalSandbox("secret-test", tmp_path, env={"KIMI_API_KEY": "x", "EXTRA": "1"})
+    from kimi_code.agent.config import secret_env_names
+
+    sandbox = LocalSandbox("secret-test", tmp_path, env={"KIMI_API_KEY": "x", "EXTRA": "1"},
+                           secret_env=secret_env_names())
     try:
         r = sandbox.exec("env")
         assert "sk-local-secret" not in r.output and "MOONSHOT_API_KEY" not in r.output

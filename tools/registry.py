@@ -28,7 +28,7 @@ from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
 
 from kimi_code.sandbox.base import Sandbox
 
-from .text import clean_result
+from .text import clean_value, valid_text
 
 # Kimi (and OpenAI) accept function names of this shape only.
 TOOL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9-_]{2,63}$")
@@ -193,7 +193,17 @@ class ToolRegistry:
         file name that is not UTF-8, a ``\\udcff`` from JSON) are replaced by ``tools/text.py``'s
         rule before the result is counted, recorded or sent, so no tool needs to care.
         """
-        return clean_result(self._run(name, arguments, ctx))
+        return self.clean_result(self._run(name, arguments, ctx))
+
+    @staticmethod
+    def clean_result(result: ToolResult) -> ToolResult:
+        """The result with valid text, metadata and attachments (see tools/text.py), changed in place."""
+        result.text = valid_text(result.text) if isinstance(result.text, str) else str(result.text)
+        if result.metadata:
+            result.metadata = clean_value(result.metadata)
+        if result.attachments:
+            result.attachments = clean_value(result.attachments)
+        return result
 
     def _run(self, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
         spec = self._tools.get(name)

@@ -8,7 +8,7 @@ import shlex
 import tomllib
 from dataclasses import dataclass
 
-from kimi_code.agent.errors import SandboxError
+from kimi_code.sandbox.errors import SandboxError
 from kimi_code.sandbox.base import ExecResult
 
 from .paths import PathError, WorkspacePath, open_read, workspace_root

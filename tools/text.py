@@ -5,7 +5,7 @@ where ``os.fsdecode`` turns each byte of a name that is not valid UTF-8 into U+D
 ("surrogateescape"), and from JSON (``"\\udcff"`` is a legal JSON escape). Anything that encodes
 such text as UTF-8 (the token counter, the session log, the HTTP request) fails, so every tool
 result is made valid in one place: ``ToolRegistry.run`` passes each result through
-``clean_result`` before anyone counts, records or sends it.
+``ToolRegistry.clean_result`` before anyone counts, records or sends it.
 
 The rule (``valid_text``):
 
@@ -21,10 +21,7 @@ with NN >= 80 turns back into the original byte, when the name exists that way a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .registry import ToolResult
+from typing import Any
 
 _SURROGATES = re.compile(r"[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 _BYTE_ESCAPE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
@@ -56,16 +53,6 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(clean_value(v) for v in value)
     return value
-
-
-def clean_result(result: ToolResult) -> ToolResult:
-    """The result with valid text, metadata and attachments (changed in place and returned)."""
-    result.text = valid_text(result.text) if isinstance(result.text, str) else str(result.text)
-    if result.metadata:
-        result.metadata = clean_value(result.metadata)
-    if result.attachments:
-        result.attachments = clean_value(result.attachments)
-    return result
 
 
 def has_byte_escape(name: str) -> bool:

@@ -37,11 +37,11 @@ def docker_client() -> Any:
         from kimi_code.sandbox.docker import connect
     except ImportError as exc:  # pragma: no cover - kimi-code is installed with the repo
         raise BenchError(f"kimi-code is not installed: {exc}") from None
-    from kimi_code.agent.errors import KimiCodeError
+    from kimi_code.sandbox.errors import SandboxError
 
     try:
         return connect(timeout=300)
-    except KimiCodeError as exc:
+    except SandboxError as exc:
         raise BenchError(str(exc)) from None
 
 

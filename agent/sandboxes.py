@@ -1,4 +1,5 @@
-"""Choosing the sandbox backend from the settings."""
+"""Choosing and building the sandbox backend from the settings (agent-side: the sandbox package
+knows nothing of kimi-code's settings or providers)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..agent.config import Settings
-from .base import WORKSPACE, Sandbox, SandboxInfo
-from .local import LocalSandbox
+from kimi_code.sandbox.base import WORKSPACE, Sandbox, SandboxInfo
+from kimi_code.sandbox.local import LocalSandbox
+
+from .config import Settings, secret_env_names
 
 LOCAL_WARNING = (
     "--sandbox none: commands run directly on this machine, with your permissions and no isolation"
@@ -29,8 +31,9 @@ def make_sandbox(
     """A DockerSandbox (default) or, for ``sandbox = "none"``, a LocalSandbox after a warning."""
     if settings.sandbox == "none":
         (warn or _stderr_warning)(LOCAL_WARNING)
-        return LocalSandbox(session_id, workspace, default_timeout=settings.command_timeout)
-    from .docker import DockerSandbox  # the docker SDK only for a Docker sandbox
+        return LocalSandbox(session_id, workspace, default_timeout=settings.command_timeout,
+                            secret_env=secret_env_names())
+    from kimi_code.sandbox.docker import DockerSandbox  # the docker SDK only for a Docker sandbox
 
     return DockerSandbox(
         session_id,
@@ -42,6 +45,7 @@ def make_sandbox(
         pids_limit=settings.pids_limit,
         ca_bundle=settings.ca_bundle,
         default_timeout=settings.command_timeout,
+        secret_env=secret_env_names(),
     )
 
 
