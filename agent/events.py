@@ -14,22 +14,22 @@ from typing import Any, Final
 
 SCHEMA_VERSION: Final = 1
 
-# Event types. Payload keys are documented beside each; all payloads are plain JSON.
-SESSION_STARTED: Final = "session_started"  # task, repo, workspace, model, provider, base_url, system_prompt, tools, settings, checkpoints (written by SessionStore.create)
-USER_MESSAGE: Final = "user_message"  # message (ready-to-send dict), kind: task|continue|notice|attachment
-ASSISTANT: Final = "assistant"  # message, usage, cost, finish_reason, request_id, duration
-TOOL_STARTED: Final = "tool_started"  # call_id, name, index
-TOOL_RESULT: Final = "tool_result"  # call_id, name, content, is_error, metadata, interrupted
-TODO: Final = "todo"  # items
-COMPACTION: Final = "compaction"  # summary, keep_from (message index kept verbatim), tokens_before, tokens_after
-CHECKPOINT: Final = "checkpoint"  # commit, changed, skipped
-REWIND: Final = "rewind"  # to_step, commit
-SANDBOX: Final = "sandbox"  # action: started|reattached|restarted|lost, container, image
-API_RETRY: Final = "api_retry"  # attempt, wait, reason, status, request_id
-LIMIT: Final = "limit"  # kind: steps|cost|time, value, limit
-INTERRUPTED: Final = "interrupted"  # reason
-RESUMED: Final = "resumed"  # pid, in_flight
-FINISHED: Final = "finished"  # status: success|failure, summary, reason: finish_tool|no_tool_calls
+# Event types. Each payload is plain JSON; its fields are declared in event_payloads.py.
+SESSION_STARTED: Final = "session_started"
+USER_MESSAGE: Final = "user_message"
+ASSISTANT: Final = "assistant"
+TOOL_STARTED: Final = "tool_started"
+TOOL_RESULT: Final = "tool_result"
+TODO: Final = "todo"
+COMPACTION: Final = "compaction"
+CHECKPOINT: Final = "checkpoint"
+REWIND: Final = "rewind"
+SANDBOX: Final = "sandbox"
+API_RETRY: Final = "api_retry"
+LIMIT: Final = "limit"
+INTERRUPTED: Final = "interrupted"
+RESUMED: Final = "resumed"
+FINISHED: Final = "finished"
 
 ALL_TYPES: Final = frozenset(
     {SESSION_STARTED, USER_MESSAGE, ASSISTANT, TOOL_STARTED, TOOL_RESULT, TODO, COMPACTION, CHECKPOINT,

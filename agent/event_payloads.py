@@ -1,0 +1,200 @@
+"""The declared payload of every event type: one pydantic model per type, one line per field.
+
+The log stays plain JSON (``events.jsonl``, see events.py); these models are its schema. Every
+event is checked against its model when it is written while ``KIMI_CODE_VERIFY_REPLAY=1`` (as in
+the test suite): a field the model does not declare, or a missing required one, fails the write.
+Old logs are never checked on load: readers keep accepting what earlier versions wrote. The
+README's table of event types is generated from these models (``payload_table``) and a test keeps
+the two equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import events as ev
+
+Message = dict[str, Any]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionStarted(_Payload):
+    """The session's first event, written with its directory before the sandbox starts."""
+
+    session_id: str = Field(description="the session's id")
+    task: str = Field(description="the task, verbatim")
+    repo: str = Field(description="the repository on the host")
+    workspace: str = Field(description="the workspace as commands see it (/workspace in Docker)")
+    model: str = Field(description="the model name")
+    provider: str = Field(description="the endpoint preset")
+    base_url: str = Field(description="the endpoint's base URL")
+    system_prompt: str = Field(description="the system prompt, fixed for the whole session")
+    tools: list[dict[str, Any]] = Field(description="the tool schemas sent with every request")
+    settings: dict[str, Any] = Field(description="the settings a resume keeps (no API key)")
+    fixed_tokens: int = Field(description="tokens of the system prompt and tool schemas")
+    pid: int = Field(description="the process that ran it")
+    checkpoints: bool | None = Field(None, description="false with --no-git (absent in first-wave logs)")
+
+
+class Sandbox(_Payload):
+    """The sandbox was started, reattached or restarted."""
+
+    action: str = Field(description="started, reattached or restarted")
+    backend: str = Field(description="docker or local")
+    container: str | None = Field(None, description="the container's name")
+    container_id: str | None = Field(None, description="the container's id")
+    image: str | None = Field(None, description="the sandbox image")
+    workspace: str | None = Field(None, description="the workspace as commands see it")
+
+
+class UserMessage(_Payload):
+    """A message in the user's role: the task, later instructions, notices, attachments."""
+
+    message: Message = Field(description="the message as sent to the model")
+    kind: Literal["task", "continue", "notice", "attachment"] = Field(description="why it was added")
+    tokens: int | None = Field(None, description="its counted size")
+
+
+class Assistant(_Payload):
+    """A model turn: text, reasoning and tool calls; starts a step."""
+
+    message: Message = Field(description="content, reasoning_content and tool_calls, as sent back later")
+    usage: dict[str, Any] = Field(description="prompt_tokens, completion_tokens, cached_tokens")
+    cost: float = Field(description="money spent on the request, USD")
+    cost_saved: float | None = Field(None, description="money the prefix cache saved, USD")
+    finish_reason: str | None = Field(None, description="why the model stopped")
+    request_id: str | None = Field(None, description="the endpoint's request id")
+    tokens: int | None = Field(None, description="the message's counted size")
+
+
+class ToolStarted(_Payload):
+    """A tool call began (a call without this never ran)."""
+
+    call_id: str = Field(description="the call's id")
+    name: str = Field(description="the tool")
+    index: int = Field(description="its position in the turn")
+    arguments: str = Field(description="the arguments, as the model sent them")
+    read_only: bool = Field(description="whether it only reads (re-run on resume if cut short)")
+
+
+class ToolResult(_Payload):
+    """A tool call's result, as the model sees it."""
+
+    call_id: str = Field(description="the call's id")
+    name: str = Field(description="the tool")
+    content: str = Field(description="what the model sees")
+    is_error: bool = Field(description="whether the call failed")
+    metadata: dict[str, Any] = Field(description="e.g. exit_code, diff, tests, todo, saved output path")
+    tokens: int | None = Field(None, description="the result message's counted size")
+    interrupted: bool | None = Field(None, description="the call was cut short by a stop")
+
+
+class Todo(_Payload):
+    """The plan (written by early versions; today the todo tool's result carries it)."""
+
+    items: list[dict[str, Any]] = Field(description="the plan's steps")
+
+
+class Compaction(_Payload):
+    """Older history replaced by a summary."""
+
+    keep_from: int = Field(description="index of the first message kept verbatim")
+    head: list[Message] = Field(description="the instructions and summary that replace the older part")
+    summary: str = Field(description="the summary's text")
+    summarized_messages: int = Field(description="how many messages it replaced")
+    tokens_before: int = Field(description="the context's size before")
+    usage: dict[str, Any] | None = Field(None, description="the summary request's usage")
+    cost: float | None = Field(None, description="the summary request's cost, USD")
+    mechanical: bool | None = Field(None, description="more dropped without a new summary, to fit")
+
+
+class Checkpoint(_Payload):
+    """The workspace was snapshotted after a step."""
+
+    commit: str = Field(description="the checkpoint commit")
+    changed: list[str] = Field(description="files changed since the previous checkpoint")
+    skipped: list[str] = Field(description="files left out (too large, not regular)")
+    base: bool | None = Field(None, description="the workspace as the agent found it")
+    unchanged: bool | None = Field(None, description="nothing changed since the last one")
+    restored_from_bundle: bool | None = Field(None, description="brought back from a CI bundle")
+
+
+class Rewind(_Payload):
+    """The user rewound the session: the workspace and the conversation go back to a step."""
+
+    to_step: int = Field(description="the step rewound to")
+    commit: str = Field(description="that step's checkpoint")
+    restored: list[str] | None = Field(None, description="files put back")
+
+
+class ApiRetry(_Payload):
+    """A model request failed and is retried."""
+
+    attempt: int = Field(description="the attempt that failed")
+    wait: float = Field(description="seconds until the next one")
+    reason: str = Field(description="what went wrong")
+    status: int | None = Field(None, description="the HTTP status, if any")
+    request_id: str | None = Field(None, description="the endpoint's request id")
+
+
+class Limit(_Payload):
+    """A limit stopped the run."""
+
+    kind: Literal["steps", "cost", "time"] = Field(description="which limit")
+    value: float = Field(description="the value reached")
+    limit: float = Field(description="the limit")
+
+
+class Interrupted(_Payload):
+    """The run stopped before finishing (Ctrl-C, SIGTERM, an API or sandbox failure)."""
+
+    reason: str = Field(description="why")
+
+
+class Resumed(_Payload):
+    """A process took the session over."""
+
+    pid: int = Field(description="the process")
+    in_flight: list[str] = Field(description="tool calls that were running when the last one stopped")
+
+
+class Finished(_Payload):
+    """The run ended."""
+
+    status: Literal["success", "failure"] = Field(description="success or failure")
+    summary: str = Field(description="what was done, or what blocked it")
+    reason: str = Field(description="finish_tool, no_tool_calls, loop_guard, output_limit or empty_reply")
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    ev.SESSION_STARTED: SessionStarted, ev.SANDBOX: Sandbox, ev.USER_MESSAGE: UserMessage,
+    ev.ASSISTANT: Assistant, ev.TOOL_STARTED: ToolStarted, ev.TOOL_RESULT: ToolResult, ev.TODO: Todo,
+    ev.COMPACTION: Compaction, ev.CHECKPOINT: Checkpoint, ev.REWIND: Rewind, ev.API_RETRY: ApiRetry,
+    ev.LIMIT: Limit, ev.INTERRUPTED: Interrupted, ev.RESUMED: Resumed, ev.FINISHED: Finished,
+}
+
+
+def check_payload(type_: str, payload: dict[str, Any]) -> None:
+    """Raise ValueError naming what is wrong when ``payload`` does not fit its type's model."""
+    model = PAYLOADS.get(type_)
+    if model is None:
+        raise ValueError(f"unknown event type {type_!r}")
+    try:
+        model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise ValueError(f"{type_} event does not fit its declared payload: {problems}") from None
+
+
+def payload_table() -> str:
+    """The README's table of event types (optional fields end in ``?``)."""
+    rows = ["| type | what it records | payload |", "|---|---|---|"]
+    for type_, model in PAYLOADS.items():
+        fields = ", ".join(f"`{name}`" + ("" if info.is_required() else "?") for name, info in model.model_fields.items())
+        rows.append(f"| `{type_}` | {(model.__doc__ or '').strip()} | {fields} |")
+    return "\n".join(rows)
