@@ -37,6 +37,28 @@ ALL_TYPES: Final = frozenset(
 )
 
 
+# Events a rewind does not undo: they describe the world (money spent, the sandbox, how runs
+# ended), not the conversation.
+NOT_REWOUND: Final = frozenset({API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, SANDBOX})
+
+
+def survives_rewind(event: "Event", to_step: int) -> bool:
+    """The rewind rule, the one place it lives: an event earlier than a rewind stays in effect
+    when it belongs to a step up to the target and is part of the conversation or workspace."""
+    return event.step <= to_step and event.type not in NOT_REWOUND
+
+
+def effective_events(events: list["Event"]) -> list["Event"]:
+    """The events still in effect after the log's rewinds (what the fold, export and replay use)."""
+    kept: list[Event] = []
+    for event in events:
+        if event.type == REWIND:
+            to_step = int(event.payload.get("to_step", 0))
+            kept = [e for e in kept if survives_rewind(e, to_step)]
+        kept.append(event)
+    return kept
+
+
 def newer_version_message(v: int, where: str) -> str | None:
     """The error for an event of a format this code does not know (None when it knows it)."""
     if v <= SCHEMA_VERSION:

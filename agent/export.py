@@ -19,7 +19,7 @@ from typing import Any
 
 from . import events as ev
 from .events import Event
-from .replay import effective_events
+from .events import effective_events
 from .store import SessionMeta
 
 FORMATS = ("recording", "trajectory")

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from . import events as ev
 from .config import DEFAULT_MODEL, MODELS, Settings
 from .errors import EXIT_AGENT_FAILURE, ConfigError
-from .events import Event, newer_version_message
+from .events import Event, effective_events, newer_version_message
 from .fake_kimi import FakeKimi, Fault, ToolCallSpec, Turn
 
 DIVERGENCE_TYPE = "replay_divergence"
@@ -141,17 +141,6 @@ def _valid_calls(calls: Any) -> bool:
     return isinstance(calls, list) and all(
         isinstance(c, dict) and isinstance(c.get("function"), dict) and isinstance(c["function"].get("name"), str)
         for c in calls)
-
-
-def effective_events(events: list[Event]) -> list[Event]:
-    """The events still in effect: a rewind drops the steps after its target, as the fold does."""
-    kept: list[Event] = []
-    for event in events:
-        if event.type == ev.REWIND:
-            to_step = int(event.payload.get("to_step", 0))
-            kept = [e for e in kept if e.step <= to_step]
-        kept.append(event)
-    return kept
 
 
 def fingerprint(name: str, payload: dict[str, Any], *, cut: bool = False) -> dict[str, Any]:

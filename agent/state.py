@@ -102,7 +102,7 @@ class SessionState:
         for event in events:
             if event.type == ev.REWIND:
                 to_step = int(event.payload["to_step"])
-                kept = [e for e in effective if e.step <= to_step and e.type not in _NON_REWINDABLE]
+                kept = [e for e in effective if ev.survives_rewind(e, to_step)]
                 totals, sandbox = state.totals, state.sandbox
                 state = cls()
                 for e in kept:
@@ -201,12 +201,26 @@ class SessionState:
             if call.call_id == e.payload["call_id"]:
                 call.started = True
 
+    # -- the pairing rule: every tool call gets exactly one result, and no result lacks its call.
+    # Kimi rejects a history that breaks it; these two methods are the only places that keep it.
+    def _take_pending(self, call_id: str) -> bool:
+        """Claim the pending call a result answers; False for an orphan or duplicate result, which
+        is then never sent."""
+        if not any(c.call_id == call_id for c in self.pending):
+            return False
+        self.pending = [c for c in self.pending if c.call_id != call_id]
+        return True
+
+    def _placeholder_results(self) -> list[dict[str, Any]]:
+        """Results for the calls still waiting for one (a crash, a rewind): "not available"."""
+        return [{"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": NOT_AVAILABLE_RESULT}
+                for call in self.pending]
+
     def _on_tool_result(self, e: Event) -> None:
         p = e.payload
         call_id = p["call_id"]
-        if not any(c.call_id == call_id for c in self.pending):
-            return  # orphan or duplicate result: never sent (Kimi would reject it)
-        self.pending = [c for c in self.pending if c.call_id != call_id]
+        if not self._take_pending(call_id):
+            return
         message = {"role": "tool", "tool_call_id": call_id, "name": p.get("name", ""), "content": p["content"]}
         self._add_message(message, p.get("tokens"))
         meta = p.get("metadata") or {}
@@ -222,10 +236,8 @@ class SessionState:
     def _resolve_unanswered(self) -> None:
         """A new message arrives while calls lack results (crash, rewind): answer them so the
         history stays valid. Only reachable through logs the loop did not finish writing."""
-        for call in self.pending:
-            self._add_message(
-                {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": NOT_AVAILABLE_RESULT}
-            )
+        for message in self._placeholder_results():
+            self._add_message(message)
         self.pending = []
 
     def _on_todo(self, e: Event) -> None:
@@ -296,11 +308,8 @@ class SessionState:
 
     def request_messages(self) -> list[dict[str, Any]]:
         """The message list of the next request: valid for any prefix of the log."""
-        messages = [{"role": "system", "content": self.system_prompt}, *self.messages]
-        for call in self.pending:  # defensive: the loop answers every call before asking again
-            messages.append({"role": "tool", "tool_call_id": call.call_id, "name": call.name,
-                             "content": NOT_AVAILABLE_RESULT})
-        return messages
+        # Defensive: the loop answers every call before asking again.
+        return [{"role": "system", "content": self.system_prompt}, *self.messages, *self._placeholder_results()]
 
     def snapshot(self) -> dict[str, Any]:
         """A comparable summary of everything the fold derives (tests: live vs replayed)."""
@@ -326,9 +335,6 @@ def _has_text(content: Any) -> bool:
         return bool(content.strip())
     return bool(content)
 
-
-# Events that a rewind does not undo (they describe the world, not the conversation).
-_NON_REWINDABLE = frozenset({ev.API_RETRY, ev.LIMIT, ev.INTERRUPTED, ev.RESUMED, ev.FINISHED, ev.SANDBOX})
 
 _HANDLERS = {
     ev.SESSION_STARTED: SessionState._on_started,
