@@ -36,6 +36,7 @@ from .errors import (
 )
 from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
+from .compaction import Compactor
 from .step_snapshot import BackgroundSnapshot
 from .store import SessionDir
 from .tokens import count_message
@@ -100,6 +101,8 @@ class AgentLoop:
         self.checkpointer = checkpointer
         # The step snapshot runs while the next model request does (see step_snapshot.py).
         self._snapshot = BackgroundSnapshot()
+        self.compactor = Compactor(state=state, settings=settings, client=client, record=self.record,
+                                   notice=lambda text: self.view.notice(text), set_phase=self._set_phase)
         self.workspace = workspace
         self._interrupts = 0
         self._terminated = False
@@ -158,6 +161,9 @@ class AgentLoop:
             self.session.write_meta(meta, durable=durable)
         except KimiCodeError as exc:  # derived data: the log is the truth, and is rebuilt from
             log.debug("%s", exc)
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase  # "model": a first Ctrl-C aborts the request at once
 
     # -- signals ---------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -271,14 +277,9 @@ class AgentLoop:
         return self.settings.output_reserve
 
     def _ask_model(self) -> AssistantTurn:
-        info = self.settings.model_info
         max_out = self.max_output()
-        recently = (self.state.last_compaction_step is not None
-                    and self.state.step - self.state.last_compaction_step < 2)
-        if self.settings.compaction and not recently and ctxmod.needs_compaction(
-            self.state.context_tokens, info.context_window, max_out, self.settings.compaction_threshold
-        ):
-            self.compact()
+        if self.compactor.due():
+            self.compactor.compact()
         self._phase = "model"
         try:
             try:
@@ -286,7 +287,7 @@ class AgentLoop:
             except ContextOverflowError:
                 if not self.settings.compaction:
                     raise
-                self.compact(force=True)
+                self.compactor.compact(force=True)
                 return self._complete(self.state.request_messages(), max_out)
         finally:
             self._phase = "idle"
@@ -510,78 +511,3 @@ class AgentLoop:
             return
         self.record(ev.FINISHED, {"status": finish.get("status", "success"), "summary": finish.get("summary", ""),
                                   "reason": "finish_tool"})
-
-    # -- compaction ------------------------------------------------------------------------
-    def compact(self, force: bool = False) -> bool:
-        """Summarize older history; recorded as one event so a resume rebuilds the same context."""
-        state = self.state
-        info = self.settings.model_info
-        threshold = ctxmod.threshold_tokens(info.context_window, self.max_output(), self.settings.compaction_threshold)
-        # The task and the user's later instructions at the front stay verbatim.
-        head_count = 0
-        while head_count < len(state.messages) and ctxmod.is_instruction(state.messages[head_count]):
-            head_count += 1
-        recent_budget = int(threshold * ctxmod.RECENT_SHARE)
-        plan = None
-        for _ in range(4):
-            plan = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget, head_count)
-            if plan is not None:
-                break
-            recent_budget //= 2
-        if plan is None:
-            if force:
-                largest = max(state.message_tokens, default=0)
-                raise ModelAPIError(
-                    f"the request does not fit the model's {info.context_window:,}-token window and nothing more "
-                    f"can be compacted (context ~{state.context_tokens:,} tokens, of which the system prompt and "
-                    f"tools ~{state.fixed_tokens:,}, the largest message ~{largest:,}; "
-                    f"{self.max_output():,} are reserved for the answer)")
-            return False
-        self.view.notice(f"compacting context ({state.context_tokens:,} tokens)")
-        instructions = state.messages[:head_count] or [{"role": "user", "content": prompts.task_message(state.task)}]
-        # --continue instructions inside the summarized part are carried over verbatim too.
-        instructions += [m for m in plan.to_summarize if ctxmod.is_instruction(m)]
-        summary, turn = self._summarize(instructions, plan.to_summarize)
-        if summary is None:
-            self.view.notice("the summary call returned no text: dropping older history without a summary")
-            summary = ("(No summary could be written. The older part of the session was dropped; re-check the "
-                       "workspace state before continuing.)")
-        head = [*instructions, ctxmod.summary_message(summary, state.todo)]
-        payload: dict[str, Any] = {"keep_from": plan.keep_from, "head": head, "summary": summary,
-                                   "summarized_messages": len(plan.to_summarize),
-                                   "tokens_before": state.context_tokens}
-        if turn is not None:
-            payload["usage"] = {"prompt_tokens": turn.usage.prompt_tokens,
-                                "completion_tokens": turn.usage.completion_tokens,
-                                "cached_tokens": turn.usage.cached_tokens}
-            payload["cost"] = turn.cost
-        self.record(ev.COMPACTION, payload)
-        # A compaction must end below the threshold: if the recent part alone is too big, drop more.
-        if state.context_tokens > threshold and len(state.messages) > len(head) + 1:
-            plan2 = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget // 4, len(head))
-            keep_from = plan2.keep_from if plan2 else len(state.messages)
-            self.record(ev.COMPACTION, {"keep_from": keep_from, "head": state.messages[:len(head)], "summary": summary,
-                                        "summarized_messages": 0, "tokens_before": state.context_tokens,
-                                        "mechanical": True})
-        return True
-
-    def _summarize(self, instructions: list[dict[str, Any]],
-                   history: list[dict[str, Any]]) -> tuple[str | None, AssistantTurn | None]:
-        """The summary call: no tools, no thinking (the whole budget goes to the note), output capped;
-        one retry with more room if it came back empty or cut off."""
-        info = self.settings.model_info
-        budget = info.context_window - ctxmod.SUMMARY_MAX_TOKENS * 2 - 4_096
-        request = ctxmod.summary_request(self.state.system_prompt, instructions, history, budget)
-        turn = None
-        text = None
-        for cap in (ctxmod.SUMMARY_MAX_TOKENS, ctxmod.SUMMARY_MAX_TOKENS * 2):
-            self._phase = "model"
-            try:
-                turn = self.client.complete(request, None, session_id=self.state.session_id,
-                                            max_output_tokens=min(cap, info.context_window // 4), thinking=False)
-            finally:
-                self._phase = "idle"
-            if turn.content.strip() and turn.finish_reason != "length":
-                text = turn.content.strip()
-                break
-        return text, turn
