@@ -11,10 +11,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import context as ctxmod
 from . import events as ev
@@ -41,6 +41,9 @@ from .step_snapshot import BackgroundSnapshot
 from .store import SessionDir
 from .tokens import count_message
 
+if TYPE_CHECKING:
+    from kimi_code.tools.registry import ToolContext
+
 log = logging.getLogger(__name__)
 
 # Loop guard: the same call repeated this many times in a row gets a reminder; STOP_REPEATS stops.
@@ -52,6 +55,36 @@ MAX_CUTOFFS = 3
 MAX_EMPTY_REPLIES = 2
 # Seconds between two checkpoint bundles (CI mode).
 BUNDLE_INTERVAL = 30.0
+
+
+class ToolRunner(Protocol):
+    """What the loop needs of the tool registry (kimi_code.tools.registry.ToolRegistry)."""
+
+    def is_read_only(self, name: str, arguments: str) -> bool: ...
+
+    def run_calls(self, calls: Sequence[tuple[str, str]], ctx: ToolContext, *,
+                  on_start: Callable[[int], None] | None = None,
+                  on_result: Callable[[int, Any], None] | None = None) -> None: ...
+
+
+class View(Protocol):
+    """Where a session is shown (agent/view.py): rich, plain lines, stream-json or quiet."""
+
+    def on_event(self, event: Event, state: SessionState) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+
+class Snapshotter(Protocol):
+    """What the loop needs of the workspace checkpoints (agent/checkpoints.Checkpointer)."""
+
+    def snapshot(self, step: int) -> Any: ...
+
+    def head(self) -> str | None: ...
+
+    def changed_files(self, a: str, b: str) -> list[str]: ...
+
+    def save_bundle(self, path: Path) -> None: ...
 
 
 @dataclass
@@ -83,11 +116,11 @@ class AgentLoop:
         state: SessionState,
         settings: Settings,
         client: ModelClient,
-        registry: Any,
-        tool_context: Any,
-        view: Any,
+        registry: ToolRunner,
+        tool_context: ToolContext,
+        view: View,
         limits: Limits | None = None,
-        checkpointer: Any = None,
+        checkpointer: Snapshotter | None = None,
         workspace: Path,
     ) -> None:
         self.session = session
