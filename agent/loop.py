@@ -44,6 +44,8 @@ from .tokens import count_message
 if TYPE_CHECKING:
     from kimi_code.tools.registry import ToolContext
 
+    from .view import View
+
 log = logging.getLogger(__name__)
 
 # Loop guard: the same call repeated this many times in a row gets a reminder; STOP_REPEATS stops.
@@ -65,14 +67,6 @@ class ToolRunner(Protocol):
     def run_calls(self, calls: Sequence[tuple[str, str]], ctx: ToolContext, *,
                   on_start: Callable[[int], None] | None = None,
                   on_result: Callable[[int, Any], None] | None = None) -> None: ...
-
-
-class View(Protocol):
-    """Where a session is shown (agent/view.py): rich, plain lines, stream-json or quiet."""
-
-    def on_event(self, event: Event, state: SessionState) -> None: ...
-
-    def notice(self, text: str) -> None: ...
 
 
 class Snapshotter(Protocol):

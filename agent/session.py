@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,13 @@ from .store import SessionDir, SessionMeta, SessionStore, new_session_id, sessio
 from .tokens import count_message, count_text, count_tools
 
 if TYPE_CHECKING:
+    from kimi_code.sandbox.base import Sandbox, SandboxInfo
+    from kimi_code.tools.registry import ToolRegistry
+
+    from .checkpoints import Checkpointer
+    from .client import RetryNotice
     from .replay import ReplaySource
+    from .view import View
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +110,7 @@ class Runner:
         from .view import make_view
 
         self.view = make_view(options.output, session.id)
-        self.sandbox: Any = None
+        self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
         self.replay: ReplaySource | None = None  # set when the model is a recording
 
@@ -114,12 +121,12 @@ class Runner:
         except Exception:  # noqa: BLE001 - a display problem must never break the session
             log.exception("view failed on %s", event.type)
 
-    def build(self, registry: Any, checkpointer: Any) -> AgentLoop:
+    def build(self, registry: ToolRegistry, checkpointer: Checkpointer | None) -> AgentLoop:
         from kimi_code.tools.registry import ToolContext
 
         client_holder: dict[str, AgentLoop] = {}
 
-        def on_retry(notice: Any) -> None:
+        def on_retry(notice: RetryNotice) -> None:
             if "loop" in client_holder:
                 client_holder["loop"].on_retry(notice)
 
@@ -137,13 +144,13 @@ class Runner:
         return loop
 
 
-def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Any:
+def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Sandbox:
     from .sandboxes import make_sandbox
 
     return make_sandbox(settings, session_id, workspace)
 
 
-def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Any:
+def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Checkpointer | None:
     if no_git:
         return None
     from .checkpoints import Checkpointer
@@ -151,7 +158,7 @@ def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Any:
     return Checkpointer(workspace, session_id)
 
 
-def _registry() -> Any:
+def _registry() -> ToolRegistry:
     from kimi_code.tools.builtin import default_registry
 
     return default_registry()
@@ -241,7 +248,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         session.close()
 
 
-def _complete_start(loop: AgentLoop, checkpointer: Any, info: Any) -> None:
+def _complete_start(loop: AgentLoop, checkpointer: Checkpointer | None, info: SandboxInfo) -> None:
     """What a session records once its sandbox runs: the task message (with the sandbox's OS)
     and the base checkpoint. On resume, whatever a kill during start-up left unrecorded."""
     state = loop.state
@@ -345,7 +352,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         session.close()
 
 
-def _restore_from_bundle(checkpointer: Any, loop: AgentLoop, bundle: Path, view: Any) -> str | None:
+def _restore_from_bundle(checkpointer: Checkpointer, loop: AgentLoop, bundle: Path, view: View) -> str | None:
     """A CI retry on a fresh clone: the checkpoint refs are gone; bring them back and put the
     workspace in the state the agent left it in. Returns a notice for the agent when the bundle
     was older than the session's last checkpoint (bundles are throttled)."""
@@ -383,12 +390,12 @@ def _sticky(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def _sandbox_payload(info: Any) -> dict[str, Any]:
+def _sandbox_payload(info: SandboxInfo) -> dict[str, Any]:
     return {"backend": info.backend, "container": info.container_name, "container_id": info.container_id,
             "image": info.image, "workspace": info.workspace}
 
 
-def _finish(runner: Runner, outcome: Outcome, checkpointer: Any) -> RunResult:
+def _finish(runner: Runner, outcome: Outcome, checkpointer: Checkpointer | None) -> RunResult:
     """End of a run: export results, stop (or keep) the sandbox, build the summary."""
     state = runner.state
     if runner.replay is not None:
@@ -454,7 +461,7 @@ def check_result_targets(workspace: Path, options: RunOptions) -> None:
 
 
 def _export_result(settings: Settings, session_id: str, state: SessionState, outcome: Outcome, options: RunOptions,
-                   checkpointer: Any, notice: Any) -> Outcome:
+                   checkpointer: Checkpointer, notice: Callable[[str], None]) -> Outcome:
     """Write the result where ``--branch``/``--patch-out`` asked. A failure is reported (exit
     EXIT_STORAGE unless the run already failed) and never stops the sandbox cleanup; the session
     stays finished, and ``resume ID --patch-out FILE`` / ``--branch NAME`` writes it again."""

@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -88,6 +88,16 @@ def describe(event: Event, state: Any) -> str | None:
     if t == ev.RESUMED:
         return f"resumed at step {event.step}"
     return None
+
+
+class View(Protocol):
+    """Where a session is shown: what the loop and the session ask of every view below."""
+
+    def on_event(self, event: Event, state: Any) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class PlainView:
@@ -189,7 +199,7 @@ class RichView:
         self._live.stop()
 
 
-def make_view(output: str, session_id: str) -> Any:
+def make_view(output: str, session_id: str) -> View:
     if output == "stream-json":
         return StreamJsonView(session_id)
     if output == "json":
