@@ -11,7 +11,8 @@ import pytest
 from kimi_code.tools.builtin import default_registry
 from kimi_code.tools.paths import resolve
 from kimi_code.tools.registry import ToolContext, ToolResult
-from kimi_code.tools.search import IgnoreRules, _walk_listing, glob_matcher, list_tree
+from kimi_code.tools.ignore import IgnoreRules, glob_matcher
+from kimi_code.tools.walk import _walk_listing, list_tree
 
 
 def call(ws: Path, name: str, **args: object) -> ToolResult:

@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 from .image import sniff_image
 from .paths import PathError, WorkspacePath, lstat, open_read, read_bytes, resolve, resolve_for_write, write_bytes
-from .registry import ToolContext, ToolError, ToolResult
-from .search import MAX_LIST_ENTRIES, list_tree
+from .types import ToolContext, ToolError, ToolResult
+from .walk import MAX_LIST_ENTRIES, list_tree
 
 MAX_LINE_CHARS = 2000  # a longer line is shown cut, with its full length
 MAX_READ_CHARS = 40_000  # one read_file result stops at a line boundary before this (~10k tokens)

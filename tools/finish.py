@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .registry import ToolContext, ToolError, ToolResult
+from .types import ToolContext, ToolError, ToolResult
 
 
 def finish(ctx: ToolContext, summary: str, status: Literal["success", "failure"] = "success") -> ToolResult:

@@ -7,7 +7,7 @@ import os
 import struct
 
 from .paths import open_read, resolve
-from .registry import ToolContext, ToolError, ToolResult
+from .types import ToolContext, ToolError, ToolResult
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # Above this resolution Kimi spends more tokens without seeing more (see KIMI_API.md, Images).

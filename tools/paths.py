@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from kimi_code.sandbox.base import WORKSPACE as SANDBOX_WORKSPACE
 
-from .registry import ToolError
+from .types import ToolError
 from .text import has_byte_escape, unescape_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict
 from typing_extensions import TypedDict
 
-from .registry import ToolContext, ToolError, ToolResult
+from .types import ToolContext, ToolError, ToolResult
 
 TodoStatus = Literal["pending", "in_progress", "done"]
 _MARK = {"done": "[x]", "in_progress": "[>]", "pending": "[ ]"}

@@ -12,7 +12,7 @@ from kimi_code.sandbox.errors import SandboxError
 from kimi_code.sandbox.base import ExecResult
 
 from .paths import PathError, WorkspacePath, open_read, workspace_root
-from .registry import ToolContext, ToolError, ToolResult
+from .types import ToolContext, ToolError, ToolResult
 from .testparse import TestSummary, parse_test_output
 
 # Test suites run longer than ordinary commands: run_tests waits at least this long by default.

@@ -1,0 +1,45 @@
+"""What every tool shares: the context it runs in, the result it returns, the error it raises.
+
+A tool is a plain function ``fn(ctx: ToolContext, <model-facing params>) -> ToolResult | str``
+(see tools/registry.py for how it is registered and called, tools/schema.py for how its
+parameters become a model and a JSON schema). Tool modules import these names from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from kimi_code.sandbox.base import Sandbox
+
+
+@dataclass
+class ToolResult:
+    text: str  # what the model sees
+    is_error: bool = False
+    # JSON-serialisable details for the session log and the view: {"diff": ...}, {"exit_code": ...},
+    # {"todo": [...]}, {"finish": {...}}.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Content parts for the next request, e.g. {"type": "image_url", "image_url": {"url": "data:..."}}.
+    attachments: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ToolContext:
+    workspace: Path  # host path of the workspace; file tools are confined to it (tools/paths.py)
+    sandbox: Sandbox  # shell and run_tests go through sandbox.exec
+    command_timeout: float = 120.0
+    test_command: str | None = None  # from settings; else AGENTS.md; else detected
+    todo: list[dict] = field(default_factory=list)  # the current plan (the loop keeps it updated)
+
+
+class ToolError(Exception):
+    """An expected failure a tool reports to the model as is (no traceback, no "failed" prefix)."""
+
+
+# Validated arguments (by the model-facing names) and the context -> what the tool returned.
+Handler = Callable[[dict[str, Any], ToolContext], Union[ToolResult, str]]
+# A tool is read-only always, never, or depending on its (parsed, not yet validated) arguments.
+ReadOnly = Union[bool, Callable[[dict[str, Any]], bool]]
