@@ -17,9 +17,10 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import config as config_mod
-from .errors import EXIT_INTERRUPTED, USER_ERRORS, ConfigError, KimiCodeError, exit_code_of
+from .errors import EXIT_INTERRUPTED, USER_ERRORS, ConfigError, exit_code_of
 
 app = typer.Typer(
     name="kimi-code",
@@ -449,8 +450,9 @@ def sessions_list(ctx: typer.Context, state_dir: Optional[Path] = StateDirOpt,
     table = Table("id", "repository", "task", "status", "steps", "cost", "updated")
     for m in metas:
         updated = dt.datetime.fromtimestamp(m.updated).strftime("%Y-%m-%d %H:%M")
-        table.add_row(m.id, m.repo, m.task.splitlines()[0][:50] if m.task else "", m.status, str(m.steps),
-                      f"${m.cost:.4f}", updated)
+        # Text cells: a task or path with [brackets] is not rich markup.
+        table.add_row(m.id, Text(m.repo), Text(m.task.splitlines()[0][:50] if m.task else ""), m.status,
+                      str(m.steps), f"${m.cost:.4f}", updated)
     Console().print(table)
 
 
@@ -462,32 +464,19 @@ def sessions_prune(
     dry_run: bool = typer.Option(False, "--dry-run"),
 ) -> None:
     """Remove old sessions, their checkpoint refs and their sandbox containers."""
-    import time as _time
+    from .prune import prunable, remove_session
 
-    from .store import SessionStore
+    if not math.isfinite(older_than) or older_than < 0:
+        raise ConfigError(f"--older-than must be a number of days, 0 or more (got {older_than:g})")
 
-    store: SessionStore = _store(state_dir)
-    cutoff = _time.time() - older_than * 86400
+    store = _store(state_dir)
     removed = 0
-    for m in store.list():
-        if m.updated > cutoff or (m.status not in ("finished", "failed") and not include_unfinished):
-            continue
+    for m in prunable(store, older_than, include_unfinished):
         typer.echo(f"{'would remove' if dry_run else 'removing'} {m.id} ({m.status}, {m.repo})")
         if dry_run:
             continue
-        try:
-            from .checkpoints import Checkpointer
-
-            Checkpointer(Path(m.repo), m.id).prune()
-        except Exception as exc:  # noqa: BLE001 - the repository may be gone
-            err_console.print(f"  refs of {m.id} not pruned: {exc}", highlight=False)
-        try:
-            from kimi_code.sandbox.manage import prune_containers
-
-            prune_containers(include_running=True, select=lambda row, sid=m.id: row.session_id == sid)
-        except Exception as exc:  # noqa: BLE001 - docker may be unavailable
-            err_console.print(f"  container of {m.id} not removed: {exc}", highlight=False)
-        store.delete(m.id)
+        for warning in remove_session(store, m):
+            err_console.print(f"  {warning}", highlight=False, markup=False)
         removed += 1
     typer.echo(f"{removed} session(s) removed")
 
@@ -545,74 +534,23 @@ def doctor(
     sandbox: Optional[str] = typer.Option(None, "--sandbox"),
 ) -> None:
     """Check config, API key, endpoint, Docker and the sandbox image; exit 1 if something required is missing."""
-    rows: list[tuple[str, bool, str, bool]] = []  # check, ok, detail, required
-    path = config_mod.user_config_path()
-    settings = None
-    try:
-        settings = config_mod.load_settings({"model": model, "base_url": base_url, "provider": provider,
-                                             "image": image, "sandbox": sandbox})
-        rows.append(("config", True, f"{path} ({'found' if path.exists() else 'not present, defaults used'})", True))
-    except KimiCodeError as exc:
-        rows.append(("config", False, str(exc), True))
-    if settings is not None:
-        has_key = settings.api_key is not None or not settings.key_required
-        envs = " or ".join(settings.provider_info.key_envs[:2])
-        key_text = "set" if settings.api_key is not None else (
-            "not set (not required by this endpoint)" if has_key else f"missing: set {envs}")
-        rows.append(("API key", has_key, key_text, True))
-        try:
-            url = settings.effective_base_url
-            if has_key:
-                from .client import ModelClient
+    from .doctor import any_required_failed, run_checks
 
-                detail = ModelClient(settings.model_copy(update={"retry_window": 0.0})).ping()
-                rows.append(("endpoint", True, f"{url}: {detail}", True))
-            else:
-                rows.append(("endpoint", False, f"{url}: not checked without a key", True))
-        except KimiCodeError as exc:
-            rows.append(("endpoint", False, str(exc), True))
-        need_docker = settings.sandbox == "docker"
-        try:
-            from kimi_code.sandbox.docker import connect
-            from kimi_code.sandbox.images import image_exists, missing_image_message
-
-            client = connect(timeout=10)
-            version = client.version().get("Version", "?")
-            rows.append(("docker", True, f"daemon {version} reachable", need_docker))
-            present = image_exists(client, settings.image)
-            rows.append(("sandbox image", present,
-                         settings.image + (" present" if present else f": {missing_image_message(settings.image)}"),
-                         need_docker))
-            client.close()
-        except USER_ERRORS as exc:
-            rows.append(("docker", False, str(exc), need_docker))
-        import shutil
-
-        rows.append(("git", shutil.which("git") is not None, shutil.which("git") or "git not found on PATH", True))
+    checks = run_checks({"model": model, "base_url": base_url, "provider": provider, "image": image,
+                         "sandbox": sandbox})
+    styles = {"ok": "[green]OK[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]"}
     table = Table("check", "status", "detail")
-    failed = False
-    for name, ok, detail, required in rows:
-        status = "[green]OK[/]" if ok else ("[red]FAIL[/]" if required else "[yellow]WARN[/]")
-        failed = failed or (not ok and required)
-        table.add_row(name, status, detail)
+    for check in checks:
+        table.add_row(check.name, styles[check.status], Text(check.detail))
     Console().print(table)
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(1 if any_required_failed(checks) else 0)
 
 
 # -- checkpoints: diff / rewind ----------------------------------------------------------------
 def _load_session(session_id: Optional[str], state_dir: Optional[Path]) -> tuple[Any, Any]:
-    from .state import SessionState
+    from .rewind import load_session
 
-    store = _store(state_dir)
-    session = store.open(session_id) if session_id else store.last()
-    return session, SessionState.fold(session.log.load())
-
-
-def _commit_at(state: Any, step: int) -> str:
-    candidates = [s for s in state.checkpoints if s <= step]
-    if not candidates:
-        raise ConfigError(f"no checkpoint at or before step {step}")
-    return state.checkpoints[max(candidates)]
+    return load_session(_store(state_dir), session_id)
 
 
 @app.command()
@@ -623,6 +561,7 @@ def diff(
 ) -> None:
     """Show the session's changes to the workspace (or one step's)."""
     from .checkpoints import Checkpointer
+    from .rewind import commit_at
 
     session, state = _load_session(session_id, state_dir)
     if state.base_commit is None:
@@ -634,7 +573,7 @@ def diff(
         if step not in state.checkpoints:
             typer.echo(f"step {step} changed nothing in the workspace")
             return
-        before = _commit_at(state, step - 1)
+        before = commit_at(state, step - 1)
         text = cp.diff(before, state.checkpoints[step])
     typer.echo(text, nl=False)
 
@@ -647,38 +586,11 @@ def rewind(
     state_dir: Optional[Path] = StateDirOpt,
 ) -> None:
     """Rewind the workspace and the conversation to the end of a step; resume continues from there."""
-    from . import events as ev
-    from . import prompts
-    from .checkpoints import Checkpointer
-    from .events import Event
-    from .tokens import count_message
+    from .rewind import rewind as rewind_session
 
-    session, state = _load_session(session_id, state_dir)
-    if state.base_commit is None:
-        raise ConfigError(f"session {session.id} has no checkpoints to rewind to")
-    if to < 0 or to > state.step:
-        raise ConfigError(f"--to must be between 0 and {state.step}")
-    session.lock()
-    try:
-        target = _commit_at(state, to)
-        cp = Checkpointer(Path(state.repo), session.id)
-        changed = cp.restore(target, force=force, expected=state.last_checkpoint)
-        session.log.load()
-        session.log.append(Event(type=ev.REWIND, payload={"to_step": to, "commit": target, "restored": changed},
-                                 step=to))
-        session.log.append(Event(type=ev.CHECKPOINT, payload={"commit": cp.head() or target, "changed": changed,
-                                                              "skipped": []}, step=to))
-        message = {"role": "user", "content": prompts.rewind_notice(to)}
-        session.log.append(Event(type=ev.USER_MESSAGE, payload={"message": message, "kind": "notice",
-                                                                "tokens": count_message(message)}, step=to))
-        meta = session.read_meta()
-        meta.status = "interrupted"
-        meta.steps = to
-        session.write_meta(meta)
-    finally:
-        session.close()
-    typer.echo(f"workspace rewound to step {to} ({len(changed)} file(s) restored); "
-               f"continue with: kimi-code resume {session.id}")
+    result = rewind_session(_store(state_dir).state_dir, session_id, to, force)
+    typer.echo(f"workspace rewound to step {to} ({len(result.restored)} file(s) restored); "
+               f"continue with: kimi-code resume {result.session_id}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""Rewinding a session: the workspace back to a step's checkpoint, the conversation with it.
+
+``rewind`` restores the files of the checkpoint at (or before) the step, then appends to the
+session log the events that put the conversation back there; ``resume`` continues from that point.
+The events are built in one place, ``rewind_events``. Heavy modules (git) are imported on use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .events import Event
+
+
+@dataclass(frozen=True)
+class RewindResult:
+    session_id: str
+    to_step: int
+    commit: str  # the checkpoint restored
+    restored: list[str] = field(default_factory=list)  # the files put back
+
+
+def load_session(store: Any, session_id: str | None) -> tuple[Any, Any]:
+    """The session (``store.last()`` without an id) and the state its log folds to."""
+    from .state import SessionState
+
+    session = store.open(session_id) if session_id else store.last()
+    return session, SessionState.fold(session.log.load())
+
+
+def commit_at(state: Any, step: int) -> str:
+    """The checkpoint commit of the workspace at the end of ``step`` (the last one at or before it)."""
+    candidates = [s for s in state.checkpoints if s <= step]
+    if not candidates:
+        raise ConfigError(f"no checkpoint at or before step {step}")
+    return state.checkpoints[max(candidates)]
+
+
+def rewind_events(to_step: int, commit: str, restored: list[str], head: str | None) -> list[Event]:
+    """The events a rewind appends, in order: the rewind itself, the checkpoint the workspace is at
+    now (``head``, the checkpoint ref after the restore, else ``commit``), and the notice the model
+    reads on resume."""
+    from . import events as ev
+    from . import prompts
+    from .tokens import count_message
+
+    message = {"role": "user", "content": prompts.rewind_notice(to_step)}
+    return [
+        Event(type=ev.REWIND, payload={"to_step": to_step, "commit": commit, "restored": restored}, step=to_step),
+        Event(type=ev.CHECKPOINT, payload={"commit": head or commit, "changed": restored, "skipped": []},
+              step=to_step),
+        Event(type=ev.USER_MESSAGE, payload={"message": message, "kind": "notice", "tokens": count_message(message)},
+              step=to_step),
+    ]
+
+
+def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = False) -> RewindResult:
+    """Put the session's workspace and conversation back to the end of ``to_step``.
+
+    Refuses (``CheckpointError``) when the workspace changed since the last checkpoint, unless
+    ``force``. Takes the session's lock; the session is left ``interrupted`` at ``to_step``."""
+    from .checkpoints import Checkpointer
+    from .store import SessionStore
+
+    session, state = load_session(SessionStore(Path(state_dir)), session_id)
+    if state.base_commit is None:
+        raise ConfigError(f"session {session.id} has no checkpoints to rewind to")
+    if to_step < 0 or to_step > state.step:
+        raise ConfigError(f"--to must be between 0 and {state.step}")
+    session.lock()
+    try:
+        target = commit_at(state, to_step)
+        cp = Checkpointer(Path(state.repo), session.id)
+        changed = cp.restore(target, force=force, expected=state.last_checkpoint)
+        session.log.load()  # the log's next sequence number, read under the lock
+        # The events go straight to the session's log (not through a running session's recorder).
+        for event in rewind_events(to_step, target, changed, cp.head()):
+            session.log.append(event)
+        meta = session.read_meta()
+        meta.status = "interrupted"
+        meta.steps = to_step
+        session.write_meta(meta)
+    finally:
+        session.close()
+    return RewindResult(session_id=session.id, to_step=to_step, commit=target, restored=list(changed))
