@@ -37,6 +37,7 @@ from .errors import (
 from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
 from .compaction import Compactor
+from .recorder import Recorder
 from .step_snapshot import BackgroundSnapshot
 from .store import SessionDir
 from .tokens import count_message
@@ -116,8 +117,10 @@ class AgentLoop:
         limits: Limits | None = None,
         checkpointer: Snapshotter | None = None,
         workspace: Path,
+        recorder: Recorder | None = None,
     ) -> None:
         self.session = session
+        self.recorder = recorder if recorder is not None else Recorder(session, state)
         self.state = state
         self.settings = settings
         self.client = client
@@ -136,7 +139,6 @@ class AgentLoop:
         self._meta: Any = None  # the session's metadata, read once (see update_meta)
         self._phase = "idle"
         self._started = time.monotonic()
-        self._lock = threading.Lock()
         self._repeat: tuple[str, str] | None = None
         self._repeat_count = 0
         self._cutoffs = 0
@@ -147,21 +149,16 @@ class AgentLoop:
         self._step_changed_workspace = False
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
         self.pending_notices: list[str | tuple[str, str]] = []
-        # Called with every recorded event, after the state applied it (the replay provider
-        # checks tool results against its recording here).
-        self.observers: list[Callable[[Event], None]] = []
+        # Called with every recorded event, after the state applied it (the recorder's list).
+        self.observers: list[Callable[[Event], None]] = self.recorder.observers
         # Asked before each model request; a reason it returns stops the run (the replay provider
         # stops here when its recording no longer fits the session).
         self.stop_check: Callable[[], str | None] | None = None
 
     # -- recording -------------------------------------------------------------------------
     def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
-        with self._lock:
-            event = Event(type=type_, payload=payload, step=self.state.step if step is None else step)
-            self.session.log.append(event)
-            self.state.apply(event)
-        for observer in self.observers:
-            observer(event)
+        """Record through the session's recorder (recorder.py), then show the event."""
+        event = self.recorder.record(type_, payload, step)
         try:
             self.view.on_event(event, self.state)
         except Exception:  # noqa: BLE001 - a display problem must never break the session

@@ -63,6 +63,8 @@ def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = F
     Refuses (``CheckpointError``) when the workspace changed since the last checkpoint, unless
     ``force``. Takes the session's lock; the session is left ``interrupted`` at ``to_step``."""
     from .checkpoints import Checkpointer
+    from .recorder import Recorder
+    from .state import SessionState
     from .store import SessionStore
 
     session, state = load_session(SessionStore(Path(state_dir)), session_id)
@@ -75,10 +77,10 @@ def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = F
         target = commit_at(state, to_step)
         cp = Checkpointer(Path(state.repo), session.id)
         changed = cp.restore(target, force=force, expected=state.last_checkpoint)
-        session.log.load()  # the log's next sequence number, read under the lock
-        # The events go straight to the session's log (not through a running session's recorder).
+        # Read again under the lock: the recorder appends after the log's last event.
+        recorder = Recorder(session, SessionState.fold(session.log.load()))
         for event in rewind_events(to_step, target, changed, cp.head()):
-            session.log.append(event)
+            recorder.record(event.type, event.payload, event.step)
         meta = session.read_meta()
         meta.status = "interrupted"
         meta.steps = to_step

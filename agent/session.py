@@ -21,6 +21,7 @@ from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .events import Event
 from .lazy import prefetch
+from .recorder import Recorder
 from .loop import AgentLoop, Limits, Outcome
 from .state import SessionState
 from .store import SessionDir, SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - cli's
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from kimi_code.tools.registry import ToolRegistry
 
     from .checkpoints import Checkpointer
-    from .client import RetryNotice
     from .replay import ReplaySource
     from .view import View
 
@@ -100,16 +100,16 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
 class Runner:
     """Wires one session's objects together."""
 
-    def __init__(self, settings: Settings, session: SessionDir, state: SessionState, workspace: Path,
-                 options: RunOptions) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder, workspace: Path, options: RunOptions) -> None:
         self.settings = settings
-        self.session = session
-        self.state = state
+        self.recorder = recorder
+        self.session = recorder.session
+        self.state = recorder.state
         self.workspace = workspace
         self.options = options
         from .view import make_view
 
-        self.view = make_view(options.output, session.id)
+        self.view = make_view(options.output, self.session.id)
         self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
         self.replay: ReplaySource | None = None  # set when the model is a recording
@@ -124,20 +124,14 @@ class Runner:
     def build(self, registry: ToolRegistry, checkpointer: Checkpointer | None) -> AgentLoop:
         from kimi_code.tools.registry import ToolContext
 
-        client_holder: dict[str, AgentLoop] = {}
-
-        def on_retry(notice: RetryNotice) -> None:
-            if "loop" in client_holder:
-                client_holder["loop"].on_retry(notice)
-
-        client = ModelClient(self.settings, on_retry=on_retry)
+        client = ModelClient(self.settings)
         tool_ctx = ToolContext(workspace=self.workspace, sandbox=self.sandbox,
                                command_timeout=self.settings.command_timeout,
                                test_command=self.settings.test_command, todo=self.state.todo)
         loop = AgentLoop(session=self.session, state=self.state, settings=self.settings, client=client,
                          registry=registry, tool_context=tool_ctx, view=self.view, limits=self.options.limits,
-                         checkpointer=checkpointer, workspace=self.workspace)
-        client_holder["loop"] = loop
+                         checkpointer=checkpointer, workspace=self.workspace, recorder=self.recorder)
+        client.on_retry = loop.on_retry  # each retry is recorded and shown by the loop
         self.loop = loop
         if self.replay is not None:
             self.replay.bind(loop)
@@ -214,13 +208,12 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         "fixed_tokens": count_text(system_prompt) + count_tools(tools), "pid": os.getpid(),
         "checkpoints": not options.no_git,
     }, step=0)
-    session = store.create(SessionMeta(id=session_id, repo=str(workspace), task=task[:500], model=settings.model,
-                                       key=key), first)
+    recorder = Recorder.start(store, SessionMeta(id=session_id, repo=str(workspace), task=task[:500],
+                                                 model=settings.model, key=key), first)
+    session = recorder.session
     session.lock()
     prefetch("openai")  # the first model request needs it: load it while the sandbox starts
-    state = SessionState()
-    state.apply(first)
-    runner = Runner(settings, session, state, workspace, options)
+    runner = Runner(settings, recorder, workspace, options)
     runner.replay = replay
     runner.show(first)
     started = False
@@ -305,7 +298,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         runner = None
         try:
             settings.require_api_key()
-            runner = Runner(settings, session, state, workspace, options)
+            runner = Runner(settings, Recorder(session, state), workspace, options)
             runner.replay = replay
             runner.sandbox = _make_sandbox(settings, session.id, workspace)
             notices: list[str] = []

@@ -1,0 +1,47 @@
+"""The one way an event enters a session's log.
+
+``record`` appends the event durably (store.py fsyncs it), then applies it to the state, then
+hands it to the observers (the replay's checks, the view): so at any instant the log on disk is a
+prefix of what happened, and the state is the fold of that log. A session's first event is
+written with its directory (``start``), so no directory is ever seen without it. The loop, the
+session's start and resume, and ``rewind`` all write through here; nothing appends behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .events import Event
+from .state import SessionState
+from .store import SessionDir, SessionMeta, SessionStore
+
+
+class Recorder:
+    """Writes one session's events and keeps its state the fold of them."""
+
+    def __init__(self, session: SessionDir, state: SessionState) -> None:
+        self.session = session
+        self.state = state
+        # Called with every event after the state applied it (the replay provider checks tool
+        # results against its recording here; the loop shows events in its view).
+        self.observers: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, store: SessionStore, meta: SessionMeta, first: Event) -> "Recorder":
+        """Create the session's directory holding its first event, and its recorder."""
+        session = store.create(meta, first)
+        state = SessionState()
+        state.apply(first)
+        return cls(session, state)
+
+    def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
+        with self._lock:
+            event = Event(type=type_, payload=payload, step=self.state.step if step is None else step)
+            self.session.log.append(event)
+            self.state.apply(event)
+        for observer in list(self.observers):
+            observer(event)
+        return event
