@@ -151,9 +151,9 @@ class AgentLoop:
         self.pending_notices: list[str | tuple[str, str]] = []
         # Called with every recorded event, after the state applied it (the recorder's list).
         self.observers: list[Callable[[Event], None]] = self.recorder.observers
-        # Asked before each model request; a reason it returns stops the run (the replay provider
-        # stops here when its recording no longer fits the session).
-        self.stop_check: Callable[[], str | None] | None = None
+        # Asked before each model request; the first reason one returns stops the run (the replay
+        # provider stops here when its recording no longer fits the session).
+        self.stop_checks: list[Callable[[], str | None]] = []
 
     # -- recording -------------------------------------------------------------------------
     def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
@@ -249,7 +249,7 @@ class AgentLoop:
             limit = self._check_limits()
             if limit is not None:
                 return limit
-            reason = self.stop_check() if self.stop_check is not None else None
+            reason = next((r for r in (check() for check in self.stop_checks) if r), None)
             if reason:
                 self._settle_checkpoint()
                 self._record_interrupt(reason)

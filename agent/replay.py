@@ -300,7 +300,7 @@ class ReplaySource:
         for event in loop.session.log.load():
             self.replayer.observe(event)
         loop.observers.append(self.replayer.observe)
-        loop.stop_check = self.replayer.stop_reason
+        loop.stop_checks.append(self.replayer.stop_reason)
 
     def continuation(self, steps_done: int) -> str | None:
         """When the recorded session went on after the user added instructions at this point: how

@@ -24,7 +24,7 @@ from .lazy import prefetch
 from .recorder import Recorder
 from .loop import AgentLoop, Limits, Outcome
 from .state import SessionState
-from .store import SessionDir, SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - cli's
+from .store import SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - session_key: cli's
 from .tokens import count_message, count_text, count_tools
 
 if TYPE_CHECKING:
