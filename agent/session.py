@@ -100,7 +100,8 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
 class Runner:
     """Wires one session's objects together."""
 
-    def __init__(self, settings: Settings, recorder: Recorder, workspace: Path, options: RunOptions) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder, workspace: Path, options: RunOptions,
+                 replay: ReplaySource | None = None) -> None:
         self.settings = settings
         self.recorder = recorder
         self.session = recorder.session
@@ -112,7 +113,7 @@ class Runner:
         self.view = make_view(options.output, self.session.id)
         self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
-        self.replay: ReplaySource | None = None  # set when the model is a recording
+        self.replay = replay  # when the model is a recording
 
     def show(self, event: Event) -> None:
         """Show an event recorded before the loop exists (the session's first one)."""
@@ -120,6 +121,24 @@ class Runner:
             self.view.on_event(event, self.state)
         except Exception:  # noqa: BLE001 - a display problem must never break the session
             log.exception("view failed on %s", event.type)
+
+    def bring_up(self, registry: ToolRegistry, *, resuming: bool,
+                 no_git: bool) -> tuple[AgentLoop, Checkpointer | None, SandboxInfo, str, list[str]]:
+        """The sandbox (a resumed session reattaches its container when it is still there), the
+        checkpointer and the loop: (loop, checkpointer, sandbox info, the sandbox action, notices for
+        the agent)."""
+        settings, session_id = self.settings, self.session.id
+        sandbox = self.sandbox = _make_sandbox(settings, session_id, self.workspace)
+        notices: list[str] = []
+        if resuming and sandbox.reattach():
+            action = "reattached"
+        else:
+            sandbox.start()
+            action = "restarted" if resuming and settings.sandbox == "docker" else "started"
+            if action == "restarted":
+                notices.append(prompts.SANDBOX_LOST_NOTICE)
+        checkpointer = _make_checkpointer(self.workspace, session_id, no_git)
+        return self.build(registry, checkpointer), checkpointer, sandbox.info(), action, notices
 
     def build(self, registry: ToolRegistry, checkpointer: Checkpointer | None) -> AgentLoop:
         from kimi_code.tools.registry import ToolContext
@@ -213,18 +232,14 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     session = recorder.session
     session.lock()
     prefetch("openai")  # the first model request needs it: load it while the sandbox starts
-    runner = Runner(settings, recorder, workspace, options)
-    runner.replay = replay
+    runner = Runner(settings, recorder, workspace, options, replay)
     runner.show(first)
     started = False
     try:
-        runner.sandbox = _make_sandbox(settings, session_id, workspace)
-        info = runner.sandbox.start()
-        checkpointer = _make_checkpointer(workspace, session_id, options.no_git)
-        loop = runner.build(registry, checkpointer)
+        loop, checkpointer, info, action, _ = runner.bring_up(registry, resuming=False, no_git=options.no_git)
         if options.bundle and checkpointer is not None:
             loop.bundle_path = session.root / BUNDLE_FILE
-        loop.record(ev.SANDBOX, {"action": "started", **_sandbox_payload(info)}, step=0)
+        loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(info)}, step=0)
         _complete_start(loop, checkpointer, info)
         started = True
         outcome = loop.run()
@@ -298,20 +313,10 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         runner = None
         try:
             settings.require_api_key()
-            runner = Runner(settings, Recorder(session, state), workspace, options)
-            runner.replay = replay
-            runner.sandbox = _make_sandbox(settings, session.id, workspace)
-            notices: list[str] = []
-            if runner.sandbox.reattach():
-                action = "reattached"
-            else:
-                runner.sandbox.start()
-                action = "restarted" if settings.sandbox == "docker" else "started"
-                if settings.sandbox == "docker":
-                    notices.append(prompts.SANDBOX_LOST_NOTICE)
+            runner = Runner(settings, Recorder(session, state), workspace, options, replay)
             uses_git = state.checkpoints_enabled if state.checkpoints_enabled is not None else bool(state.checkpoints)
-            checkpointer = _make_checkpointer(workspace, session.id, options.no_git or not uses_git)
-            loop = runner.build(_registry(), checkpointer)
+            loop, checkpointer, sandbox_info, action, notices = runner.bring_up(
+                _registry(), resuming=True, no_git=options.no_git or not uses_git)
             bundle = session.root / BUNDLE_FILE
             if checkpointer is not None and bundle.exists():
                 loop.bundle_path = bundle
@@ -320,7 +325,6 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                     notices.append(lost)
             loop.settle_workspace()
             loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
-            sandbox_info = runner.sandbox.info()
             loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(sandbox_info)})
             _complete_start(loop, checkpointer, sandbox_info)
             if checkpointer is not None and state.last_checkpoint:
