@@ -40,6 +40,11 @@ def _one_line_error(stderr: str) -> str:
     return lines[0]
 
 
+def _read_then_finish() -> list[Turn]:
+    return [Turn(reasoning="r", tool_calls=[_call("read_file", path="a.txt")]),
+            Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])]
+
+
 def _events(state: Path) -> list[dict[str, Any]]:
     (log,) = state.glob("*/events.jsonl")
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -67,8 +72,7 @@ def test_a_log_from_a_newer_version_is_refused_not_half_replayed(tmp_path: Path)
 def test_a_missing_meta_json_is_rebuilt_from_the_log(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
     env = cli_env(tmp_path)
-    script = [Turn(reasoning="r", tool_calls=[_call("read_file", path="a.txt")]),
-              Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])]
+    script = _read_then_finish()
     with FakeKimi(script, api_key=KEY) as fake:
         proc = _run(repo, fake, env, "--max-steps", "1")
         sid = json.loads(proc.stdout)["session_id"]
@@ -203,8 +207,7 @@ def test_a_torn_meta_json_is_rebuilt_and_resume_if_exists_still_finds_the_sessio
     """meta.json is written without fsync after each step: a crash may leave it torn."""
     repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
     env = cli_env(tmp_path)
-    script = [Turn(reasoning="r", tool_calls=[_call("read_file", path="a.txt")]),
-              Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])]
+    script = _read_then_finish()
     with FakeKimi(script, api_key=KEY) as fake:
         proc = _run(repo, fake, env, "--max-steps", "1", "--resume-if-exists", task="same task")
         assert proc.returncode == 3, proc.stderr
