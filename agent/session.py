@@ -78,7 +78,11 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
 
     # One git process rather than gitpython's import: this runs before the session's first event.
     try:
-        proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--is-bare-repository", "--show-toplevel"],
+        # safe.directory: root may work on a user's repository (the sandbox then runs as that user);
+        # rev-parse runs no hooks, and fsmonitor is off as in every host-side git of kimi-code.
+        proc = subprocess.run(["git", "-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-c",
+                               "core.hooksPath=/dev/null", "-C", str(repo), "rev-parse", "--is-bare-repository",
+                               "--show-toplevel"],
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise ConfigError("git is not installed (use --no-git to run without checkpoints)") from None

@@ -216,3 +216,30 @@ def test_a_torn_meta_json_is_rebuilt_and_resume_if_exists_still_finds_the_sessio
         proc = _run(repo, fake, env, "--resume-if-exists", task="same task")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["session_id"] == sid  # found by its key, rebuilt from the log
+
+
+def test_root_finds_the_work_tree_of_a_repository_another_user_owns(tmp_path: Path) -> None:
+    """git refuses a repository another user owns ("dubious ownership") unless told otherwise; a
+    root-run kimi-code on a user's checkout must still find its work tree."""
+    from kimi_code.agent.session import find_workspace
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a repository as another user")
+    repo = make_repo(tmp_path / "theirs", {"a.txt": "x\n"})
+    (repo / "sub").mkdir()
+    subprocess.run(["chown", "-R", "4321:4321", str(tmp_path / "theirs")], check=True)
+    assert find_workspace(repo / "sub", no_git=False) == repo.resolve()
+
+
+def test_root_runs_on_a_repository_another_user_owns_with_checkpoints(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a repository as another user")
+    repo = make_repo(tmp_path / "theirs", {"a.txt": "x\n"})
+    subprocess.run(["chown", "-R", "4321:4321", str(repo)], check=True)
+    script = [Turn(reasoning="w", tool_calls=[_call("write_file", path="a.txt", content="y\n")]),
+              Turn(reasoning="f", tool_calls=[_call("finish", summary="ok")])]
+    with FakeKimi(script, api_key=KEY) as fake:
+        proc = _run(repo, fake, cli_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "checkpoint failed" not in proc.stderr
+    assert json.loads(proc.stdout)["changed_files"] == ["a.txt"]
