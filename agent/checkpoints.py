@@ -118,6 +118,15 @@ def _user_facing(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+_UNKNOWN = object()  # the head ref has not been read yet
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    """Changes whenever git rewrites the file (it writes a new file and renames it over)."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class Checkpointer:
     """Checkpoints of one session in one git work tree. See the module docstring for the rules."""
 
@@ -145,6 +154,12 @@ class Checkpointer:
         self.head_ref = f"{REF_ROOT}/{session_id}/head"
         self.base_ref = f"{REF_ROOT}/{session_id}/base"
         self._empty_tree: str | None = None
+        # What this process last knew of its own refs and index, so an unchanged step costs one
+        # git process (ls-files) instead of three. Only this session's process moves its head
+        # ref (the session lock), and every place here that moves it resets the cache; a stale
+        # entry could at worst make update-ref's compare-and-swap fail, never lose a checkpoint.
+        self._head: tuple[str, str] | None | object = _UNKNOWN
+        self._tree: tuple[tuple[int, int, int], str] | None = None  # (index stat, its tree)
 
     # ------------------------------------------------------------------ git plumbing
 
@@ -311,7 +326,10 @@ class Checkpointer:
                     raise
                 updates.remove(bad)  # unreadable file: leave it out, and say so
                 skipped.append(bad)
+        if not updates and self._tree is not None and self._tree[0] == _stat_key(index):
+            return self._tree[1], skipped
         tree = self._text("write-tree", index=index)
+        self._tree = (_stat_key(index), tree)
         return tree, skipped
 
     @contextmanager
@@ -391,9 +409,11 @@ class Checkpointer:
         try:
             self._git("update-ref", "-m", "kimi-code checkpoint", "--stdin", stdin=txn.encode())
         except GitCommandError as exc:
+            self._head = _UNKNOWN
             raise CheckpointError(
                 f"session {self.session_id} was checkpointed concurrently: {_git_error(exc)}"
             ) from None
+        self._head = (commit, tree)
         return Checkpoint(step, commit, tree, self._names(parent_tree, tree), skipped, kind)
 
     @_user_facing
@@ -406,7 +426,10 @@ class Checkpointer:
     def _snapshot(self, step: int, message: str, kind: str) -> Checkpoint | None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tree, skipped = self._stage(self.index_file)
-        previous = self._pair(self.head_ref)
+        if self._head is _UNKNOWN:
+            self._head = self._pair(self.head_ref)
+        previous = self._head
+        assert previous is None or isinstance(previous, tuple)
         if previous is not None and previous[1] == tree:
             return None
         return self._commit(tree, step, message, kind, skipped, previous)
@@ -667,12 +690,14 @@ class Checkpointer:
         for line in listed.splitlines():
             sha, _, ref = line.partition(" ")
             if ref in (self.head_ref, self.base_ref):
+                self._head = _UNKNOWN
                 self._git("update-ref", "-m", "kimi-code: bundle", ref, sha)
 
     @_user_facing
     def prune(self) -> None:
         """Delete this session's refs and private index (the commits go with the next gc)."""
         refs = self._text("for-each-ref", "--format=%(refname)", f"{REF_ROOT}/{self.session_id}/")
+        self._head, self._tree = _UNKNOWN, None
         for ref in refs.splitlines():
             self._git("update-ref", "-d", ref)
         shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -17,8 +17,10 @@ Why it looks the way it does (../shared/KIMI_API.md, ../shared/LESSONS.md "Per-s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import operator
 import random
 import re
 import time
@@ -298,6 +300,25 @@ def _error_fields(body: Any, fallback: str) -> tuple[str | None, str]:
     return None, fallback
 
 
+@functools.cache
+def _stream_class() -> type:
+    """The SDK's SSE stream, reading the body to its end after ``[DONE]``. The SDK stops reading at
+    ``[DONE]`` and closes the response, which discards the connection (the chunked body's last
+    chunk is still unread), so every request would pay a new TCP and TLS handshake; drained, the
+    connection goes back to the pool. Defined on first use: the SDK is imported lazily."""
+
+    class DrainingStream(openai.Stream[object]):  # type: ignore[misc,name-defined]
+        def _iter_events(self):  # type: ignore[no-untyped-def]
+            events = super()._iter_events()
+            for sse in events:
+                if sse.data.startswith("[DONE]"):
+                    for _ in events:
+                        pass
+                yield sse
+
+    return DrainingStream
+
+
 class ModelClient:
     """Talks to one OpenAI-compatible endpoint serving Kimi K2.x. Not thread-safe; one per session."""
 
@@ -314,7 +335,9 @@ class ModelClient:
         self._sleep = sleep
         self._clock = clock
         self._sdk_client: openai.OpenAI | None = None
-        self._message_json: dict[int, tuple[dict[str, Any], str]] = {}  # see _messages_json
+        # The last request's messages, their joined JSON and each one's text (see _messages_json).
+        self._last_messages: tuple[list[dict[str, Any]], str] = ([], "")
+        self._last_parts: list[str] = []
         self._reached = False  # a request has succeeded (a later DNS failure is an outage, not a typo)
 
     @property
@@ -346,21 +369,29 @@ class ModelClient:
         """The messages as a JSON array, each message serialized once per session: a request
         repeats every earlier message, so serializing them all again would make each step cost
         what the whole history costs. A message is never changed once it is in the history (the
-        fold makes new dicts), so the text cached for that very object stays right; the cache
-        keeps only the messages of the last request."""
-        cache = self._message_json
-        fresh: dict[int, tuple[dict[str, Any], str]] = {}
-        parts = []
-        for message in messages:
-            hit = cache.get(id(message))
-            if hit is not None and hit[0] is message:
-                text = hit[1]
-            else:
-                text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            fresh[id(message)] = (message, text)
-            parts.append(text)
-        self._message_json = fresh
-        return "[" + ",".join(parts) + "]"
+        fold makes new dicts), so text cached for that very object stays right. The common case,
+        the last request's messages plus a few new ones, reuses the joined text of that request
+        (an identity check in C per message); otherwise each message is looked up by identity."""
+        prev, prev_text = self._last_messages
+        n = len(prev)
+        if n and len(messages) >= n and all(map(operator.is_, messages[:n], prev)):
+            added = [self._dump(m) for m in messages[n:]]
+            self._last_parts.extend(added)
+            joined = ",".join([prev_text, *added]) if added else prev_text
+        else:
+            cache = {id(m): (m, t) for m, t in zip(prev, self._last_parts)}
+            parts = []
+            for message in messages:
+                hit = cache.get(id(message))
+                parts.append(hit[1] if hit is not None and hit[0] is message else self._dump(message))
+            self._last_parts = parts
+            joined = ",".join(parts)
+        self._last_messages = (list(messages), joined)
+        return "[" + joined + "]"
+
+    @staticmethod
+    def _dump(message: dict[str, Any]) -> str:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
     def build_body(
         self,
@@ -460,7 +491,7 @@ class ModelClient:
         request_id: str | None = None
         try:
             stream = self._sdk.post("/chat/completions", cast_to=object, content=data,
-                                    stream=True, stream_cls=openai.Stream[object])
+                                    stream=True, stream_cls=_stream_class())
             with stream:
                 request_id = _request_id(stream.response.headers)
                 chunks = iter(stream)

@@ -415,6 +415,7 @@ class FakeKimi:
         self.responses: list[int] = []
         self.errors: list[str | None] = []
         self.request_count = 0
+        self.connections = 0  # TCP connections accepted: a client that reuses its connection makes one
         self._port = port
         self._lock = threading.Lock()
         self._cache = _PrefixCache()
@@ -633,6 +634,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeKimi/1"
+    # Headers and body are separate writes: with Nagle's algorithm on a kept-alive connection the
+    # body would wait for the client's delayed ACK (40 ms), as no production server lets it.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -640,6 +644,11 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def fake(self) -> FakeKimi:
         return self.server.fake  # type: ignore[attr-defined,no-any-return]
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake._lock:
+            self.fake.connections += 1
 
     def _send_json(self, status: int, obj: Any, rid: str, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()

@@ -58,6 +58,8 @@ MAX_CUTOFFS = 3
 MAX_EMPTY_REPLIES = 2
 # Seconds between two checkpoint bundles (CI mode).
 BUNDLE_INTERVAL = 30.0
+# Seconds between refreshes of meta.json during a run (derived data; always written at the end).
+META_INTERVAL = 1.0
 
 
 class ToolRunner(Protocol):
@@ -137,6 +139,7 @@ class AgentLoop:
         self._interrupts = 0
         self._terminated = False
         self._meta: Any = None  # the session's metadata, read once (see update_meta)
+        self._meta_written = 0.0  # monotonic time of the last write after a step
         self._phase = "idle"
         self._started = time.monotonic()
         self._repeat: tuple[str, str] | None = None
@@ -475,7 +478,11 @@ class AgentLoop:
                 self._start_checkpoint()
         self._step_changed_workspace = False
         self._maybe_finish()
-        self.update_meta(durable=False)
+        # For `sessions` and the like a second-old figure is as good: at most one write a second.
+        now = time.monotonic()
+        if now - self._meta_written >= META_INTERVAL:
+            self._meta_written = now
+            self.update_meta(durable=False)
 
     def _checkpoint(self) -> None:
         self._start_checkpoint()

@@ -73,6 +73,7 @@ class SessionState:
     pending: list[PendingCall] = field(default_factory=list)
     seen_call_ids: set[str] = field(default_factory=set)
     _dup_next: dict[str, int] = field(default_factory=dict, repr=False)  # next suffix per repeated id
+    _system_message: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     todo: list[dict[str, Any]] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
     compactions: int = 0
@@ -309,7 +310,12 @@ class SessionState:
     def request_messages(self) -> list[dict[str, Any]]:
         """The message list of the next request: valid for any prefix of the log."""
         # Defensive: the loop answers every call before asking again.
-        return [{"role": "system", "content": self.system_prompt}, *self.messages, *self._placeholder_results()]
+        # The same system dict each time while the prompt is unchanged: the client reuses the
+        # serialized text of an unchanged prefix by identity.
+        system = self._system_message
+        if system is None or system["content"] is not self.system_prompt:
+            system = self._system_message = {"role": "system", "content": self.system_prompt}
+        return [system, *self.messages, *self._placeholder_results()]
 
     def snapshot(self) -> dict[str, Any]:
         """A comparable summary of everything the fold derives (tests: live vs replayed)."""

@@ -233,7 +233,7 @@ def main() -> None:
         with FakeKimi(responder, api_key=KEY, max_recorded=5) as fake:
             log = start_timed(fake)
             task = ("bench: run `echo` many times" if args.tool == "shell" else "bench: read notes.txt many times")
-            cmd = [sys.executable, "-m", "kimi_code.agent.cli", "run", "--repo", str(repo), "--base-url",
+            cmd = [sys.executable, *os.environ.get("BENCH_PY_ARGS", "").split(), "-m", "kimi_code.agent.cli", "run", "--repo", str(repo), "--base-url",
                    fake.base_url, *sandbox_args(args.sandbox, args.image), "--output", "json",
                    "--max-steps", str(args.steps + 10), task]
             code, stdout, stderr, wall, peak_rss_mb = run_measured(cmd, env, root)

@@ -42,19 +42,37 @@ DEFAULT_KILL_GRACE = 2.0
 # otherwise read this many times the cap from each end. Bytes >= characters, so never too little.
 _FULL_FACTOR = 4
 _PART_FACTOR = 2
+# Outputs up to this many bytes are read by bash builtins alone (no process started per command).
+_FAST_BYTES = 65_536
 # Small output files are deleted in batches of this many to keep the common case fork-free.
 _JUNK_BATCH = 64
 
 # Shell functions installed once per shell. ``__kimi_emit`` is shared with the side-channel
-# collector used when the shell died before it could report.
+# collector used when the shell died before it could report. ``__kimi_small`` reads a short output
+# with builtins alone, so the common command starts no process besides itself: the file offset in
+# /proc/self/fdinfo counts every byte read, and bash keeps every byte but NUL, so when the two
+# agree (and the end was reached) the text is exact; otherwise stat/head/tail read the file.
 _EMIT = r"""
+__kimi_small() {
+  local LC_ALL=C pos= rc=0 fd=
+  { exec {fd}<"$1"; } 2>/dev/null || return 1
+  IFS= builtin read -r -d '' -N "$__kimi_fast" -u "$fd" __kimi_data; rc=$?
+  builtin read -r _ pos <"/proc/self/fdinfo/$fd" 2>/dev/null
+  exec {fd}<&-
+  [[ $rc != 0 && $pos =~ ^[0-9]+$ ]] && (( ${#__kimi_data} == pos )) && __kimi_size=$pos
+}
 __kimi_emit() {
   local n=$1 f=$2 ec=$3 s=0
   if [[ -s $f ]]; then
+    if __kimi_small "$f"; then
+      builtin printf '%s:B %s %s %q\n%s\n%s:E\n' "$n" "$ec" "$__kimi_size" "$PWD" "$__kimi_data" "$n"
+      __kimi_data=
+      return
+    fi
     s=$(command stat -c %s -- "$f" 2>/dev/null) || s=$(command wc -c <"$f" 2>/dev/null) || s=-1
   fi
   [[ $s =~ ^[0-9]+$ ]] || s=-1
-  __kimi_size=$s
+  __kimi_size=$s __kimi_data=
   builtin printf '%s:B %s %s %q\n' "$n" "$ec" "$s" "$PWD"
   if (( s > __kimi_full )); then
     command head -c "$__kimi_part" -- "$f"
@@ -118,18 +136,20 @@ for ((r = 0; r < rounds; r++)); do
     (( ${f[19]} >= since )) && { cands+=("$p"); group[$p]=${f[2]}; }
   done
   for p in "${cands[@]}"; do
+    # The command's tag in the environment decides first: a process an earlier command started
+    # (carrying that command's tag) is spared even when it began in the same clock tick as this one.
+    env=() owner=
+    mapfile -d '' -t env 2>/dev/null <"/proc/$p/environ"
+    for e in "${env[@]}"; do
+      if [[ $e == KIMI_CODE_CMD_ID=* ]]; then owner=${e#KIMI_CODE_CMD_ID=}; break; fi
+    done
+    if [[ -n $owner ]]; then [[ $owner == "$tag" ]] && victims+=("$p"); continue; fi
     if [[ -n $shell_pg && ${group[$p]} == "$shell_pg" ]]; then victims+=("$p"); continue; fi
-    q=$p hit=0
+    q=$p
     for ((i = 0; i < 64; i++)); do
       q=${parent[$q]}
       [[ -z $q || $q == 0 || $q == 1 ]] && break
-      if [[ $q == "$shell" ]]; then hit=1; break; fi
-    done
-    if (( hit )); then victims+=("$p"); continue; fi
-    env=()
-    mapfile -d '' -t env 2>/dev/null <"/proc/$p/environ" || continue
-    for e in "${env[@]}"; do
-      if [[ $e == "KIMI_CODE_CMD_ID=$tag" ]]; then victims+=("$p"); break; fi
+      if [[ $q == "$shell" ]]; then victims+=("$p"); break; fi
     done
   done
   [[ $with_shell == 1 && -d /proc/$shell ]] && victims+=("$shell")
@@ -144,12 +164,12 @@ echo "$total"
 # Reads a command's output file when its shell could not: args NONCE FILE FULL PART CWD_FILE.
 # The frame's directory is the one the shell's EXIT trap recorded, or "" when it left none.
 COLLECT_SCRIPT = _EMIT + r"""
-__kimi_full=$3 __kimi_part=$4
+__kimi_full=$3 __kimi_part=$4 __kimi_fast=$(( $3 < FAST ? $3 : FAST ))
 cwd=
 if [[ -r $5 ]]; then cwd=$(<"$5"); rm -f -- "$5"; fi
 cd -- "${cwd:-/}" 2>/dev/null && [[ -n $cwd ]] || PWD=
 __kimi_emit "$1" "$2" -1
-"""
+""".replace("FAST", str(_FAST_BYTES))
 
 
 class Channel(Protocol):
@@ -270,7 +290,8 @@ class PersistentShell:
             [
                 f"__kimi_dir={q(self.state_dir)} __kimi_out={q(self.out_dir)}",
                 f"__kimi_cap={self.output_cap} __kimi_full={self.output_cap * _FULL_FACTOR}"
-                f" __kimi_part={self.output_cap * _PART_FACTOR} __kimi_batch={_JUNK_BATCH}",
+                f" __kimi_part={self.output_cap * _PART_FACTOR} __kimi_batch={_JUNK_BATCH}"
+                f" __kimi_fast={min(_FAST_BYTES, self.output_cap * _FULL_FACTOR)}",
                 "__kimi_junk=()",
                 'mkdir -p -- "$__kimi_out" 2>/dev/null; chmod 700 "$__kimi_dir" 2>/dev/null',
                 'if [[ -w $__kimi_out ]]; then exec 2>>"$__kimi_dir/shell.err"; __kimi_ok=ok;'

@@ -208,6 +208,39 @@ def test_unchanged_tree_gives_none_and_chain_is_linear(repo: Path) -> None:
         again.at_step(9)
 
 
+def test_an_unchanged_step_costs_one_git_process_and_changes_still_land(repo: Path) -> None:
+    cp = Checkpointer(repo, "s")
+    cp.base()
+    calls: list[str] = []
+    real = cp._git
+
+    def counting(*args: str, **kw: object) -> bytes:
+        calls.append(args[0])
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    cp._git = counting  # type: ignore[method-assign]
+    assert cp.snapshot(1) is None and cp.snapshot(2) is None
+    assert calls[-1:] == ["ls-files"] and calls.count("ls-files") == 2 and len(calls) <= 4
+    calls.clear()
+    assert cp.snapshot(3) is None
+    assert calls == ["ls-files"]
+    # A change right after, at the same size (same mtime second as the cached index is possible).
+    data = (repo / "src/app.py").read_text()
+    write(repo, "src/app.py", data.replace("p", "q", 1))
+    s4 = cp.snapshot(4)
+    assert s4 is not None and s4.changed == ["src/app.py"]
+    assert cp.snapshot(5) is None
+    # The head moved behind the cache (another Checkpointer of the session, e.g. a rewind):
+    # update-ref's compare-and-swap refuses rather than losing either checkpoint.
+    other = Checkpointer(repo, "s")
+    write(repo, "src/app.py", "other\n")
+    assert other.snapshot(6) is not None
+    write(repo, "src/app.py", "mine\n")
+    with pytest.raises(CheckpointError, match="concurrently"):
+        cp.snapshot(7)
+    assert cp.snapshot(7) is not None  # the cache was dropped: the next try reads the ref again
+
+
 def agent_steps(repo: Path, cp: Checkpointer) -> tuple[dict, Checkpoint, dict, Checkpoint, dict, Checkpoint]:
     """base, then two steps that edit, delete, create, chmod, relink and rename things."""
     base = cp.base()

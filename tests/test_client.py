@@ -150,6 +150,39 @@ def test_request_body_shape():
         assert not set(SAMPLING) & set(body) and "max_tokens" not in body and "reasoning_effort" not in body
 
 
+def test_messages_are_serialized_exactly_whatever_the_history_does():
+    """The body's messages match a fresh serialization after appends, a compaction (new dicts,
+    fewer messages), a rewind to a prefix and a list that reuses some old objects in a new order."""
+    client = ModelClient(Settings(api_key="k"))
+    sys_msg = {"role": "system", "content": "s"}
+    history: list[dict[str, Any]] = [sys_msg, USER]
+
+    def sent(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return json.loads(client.build_body(messages, TOOLS, session_id="s"))["messages"]
+
+    assert sent(history) == history
+    for i in range(5):
+        history = [*history, {"role": "assistant", "content": f"a{i}"}, {"role": "user", "content": f"u{i} \u00e9"}]
+        assert sent(history) == history
+    assert sent(history) == history  # the same list again
+    compacted = [sys_msg, {"role": "user", "content": "summary"}, history[-1]]
+    assert sent(compacted) == compacted
+    assert sent(history[:3]) == history[:3]
+    shuffled = [history[4], history[2], {"role": "user", "content": "new"}, history[3]]
+    assert sent(shuffled) == shuffled
+
+
+def test_one_connection_serves_every_request():
+    """Streams are read to their end, so the kept-alive connection is reused: with the SDK's own
+    stream each request opened a new connection (a TLS handshake per step against a real API)."""
+    with FakeKimi([Turn(content="a"), Turn(content="b", tool_calls=[ToolCallSpec("read_file", {"path": "x"})]),
+                   Turn(content="c")]) as fake:
+        client = make_client(fake)
+        for _ in range(3):
+            client.complete([USER], TOOLS, session_id="s")
+        assert fake.request_count == 3 and fake.connections == 1
+
+
 def test_thinking_disabled_and_providers_without_the_field():
     with FakeKimi([Turn(content="a")]) as fake:
         make_client(fake, thinking=False).complete([USER], session_id="s")

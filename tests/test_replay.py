@@ -79,7 +79,7 @@ def test_exported_recording_replays_to_the_same_workspace(tmp_path: Path, kind: 
     original, summary, recording = _record(tmp_path, kind)
     target = _fresh_copy(tmp_path, "replayed")
     proc = _replay(tmp_path, recording, target, kind=kind)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     events = stream_events(proc.stdout)
     final = events[-1]
     assert final["status"] == "success" and final["summary"] == "add() adds now."

@@ -224,3 +224,29 @@ def test_junk_written_into_the_protocol_pipe_is_dropped(tmp_path: Path) -> None:
         assert grown_mb < 30, grown_mb
     finally:
         sb.stop()
+
+
+def test_small_output_is_read_without_starting_a_process(local: LocalSandbox, tmp_path: Path) -> None:
+    """The common case (a short output) costs no fork: stat/head are never run for it. A spy on
+    PATH records every call; outputs the builtins cannot carry exactly (NUL bytes, over the fast
+    limit) still take the stat/head path and come back byte for byte."""
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("stat", "head", "tail", "wc"):
+        real = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+        (spy / tool).write_text(f"#!/bin/sh\necho {tool} >>{calls}\nexec {real} \"$@\"\n")
+        (spy / tool).chmod(0o755)
+    assert local.exec(f"export PATH={spy}:$PATH").exit_code == 0
+    r = local.exec("echo hello; printf '\\xc3\\xa9\\n'")
+    assert r.output == "hello\n\u00e9\n" and not calls.exists()
+    r = local.exec("printf 'a\\0b\\n'")
+    assert r.output == "a\x00b\n" and "stat" in calls.read_text()
+    calls.unlink()
+    # The fast limit is 4x the 2,000-character cap here: 7,999 and 8,000 bytes around it.
+    for size in (7_999, 8_000, 8_001):
+        r = local.exec(f"printf 'S%.0s' $(seq {size - 2}); printf 'E\\n'")
+        assert r.truncated and r.output.startswith("SSS") and r.output.endswith("SE\n")
+        saved = Path(r.full_output_path).read_bytes()
+        assert len(saved) == size and saved.endswith(b"SE\n")
+    assert "stat" in calls.read_text()  # 8,000 and 8,001 bytes are not read by the builtins
