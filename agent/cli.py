@@ -196,11 +196,11 @@ def _check_task_fits(settings: Any, task: str, workspace: Path) -> None:
     task_tokens = count(prompts.task_message(task)) + MESSAGE_OVERHEAD
     fixed = 0
     try:
-        from kimi_code.tools.builtin import default_registry
+        from .assembly import default_tools
 
         system = prompts.build_system_prompt(workspace=str(workspace), sandbox="the sandbox", network=settings.network,
                                              repo=workspace)
-        fixed = count(system) + count(json.dumps(default_registry().schemas(), separators=(",", ":")))
+        fixed = count(system) + count(json.dumps(default_tools().schemas(), separators=(",", ":")))
     except Exception:  # noqa: BLE001 - the check is about the task; the rest is a refinement
         pass
     need = task_tokens + fixed

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import context as ctxmod
-from . import events as ev
+from . import event_payloads as ep
 from . import prompts
 from .client import AssistantTurn, ModelClient
 from .config import Settings
@@ -24,7 +24,7 @@ class Compactor:
     """One session's compaction, used by its loop before a model request."""
 
     def __init__(self, *, state: SessionState, settings: Settings, client: ModelClient,
-                 record: Callable[[str, dict[str, Any]], Event], notice: Callable[[str], None],
+                 record: Callable[[ep.EventPayload], Event], notice: Callable[[str], None],
                  set_phase: Callable[[str], None]) -> None:
         self.state = state
         self.settings = settings
@@ -76,22 +76,22 @@ class Compactor:
             summary = ("(No summary could be written. The older part of the session was dropped; re-check the "
                        "workspace state before continuing.)")
         head = [*instructions, ctxmod.summary_message(summary, state.todo)]
-        payload: dict[str, Any] = {"keep_from": plan.keep_from, "head": head, "summary": summary,
-                                   "summarized_messages": len(plan.to_summarize),
-                                   "tokens_before": state.context_tokens}
+        spent: dict[str, Any] = {}
         if turn is not None:
-            payload["usage"] = {"prompt_tokens": turn.usage.prompt_tokens,
-                                "completion_tokens": turn.usage.completion_tokens,
-                                "cached_tokens": turn.usage.cached_tokens}
-            payload["cost"] = turn.cost
-        self._record(ev.COMPACTION, payload)
+            spent = {"usage": {"prompt_tokens": turn.usage.prompt_tokens,
+                               "completion_tokens": turn.usage.completion_tokens,
+                               "cached_tokens": turn.usage.cached_tokens},
+                     "cost": turn.cost}
+        self._record(ep.Compaction(keep_from=plan.keep_from, head=head, summary=summary,
+                                   summarized_messages=len(plan.to_summarize),
+                                   tokens_before=state.context_tokens, **spent))
         # A compaction must end below the threshold: if the recent part alone is too big, drop more.
         if state.context_tokens > threshold and len(state.messages) > len(head) + 1:
             plan2 = ctxmod.plan_compaction(state.messages, state.message_tokens, recent_budget // 4, len(head))
             keep_from = plan2.keep_from if plan2 else len(state.messages)
-            self._record(ev.COMPACTION, {"keep_from": keep_from, "head": state.messages[:len(head)], "summary": summary,
-                                        "summarized_messages": 0, "tokens_before": state.context_tokens,
-                                        "mechanical": True})
+            self._record(ep.Compaction(keep_from=keep_from, head=state.messages[:len(head)], summary=summary,
+                                       summarized_messages=0, tokens_before=state.context_tokens,
+                                       mechanical=True))
         return True
 
     def _summarize(self, instructions: list[dict[str, Any]],

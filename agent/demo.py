@@ -71,7 +71,7 @@ def prepare_repo(dest: Path) -> Path:
 def docker_problem(image: str, notice: Callable[[str], None]) -> str | None:
     """Why the Docker sandbox can't be used for ``image`` (None when it can); pulls a missing image."""
     try:
-        from kimi_code.sandbox.docker import connect
+        from kimi_code.sandbox.engine import connect
         from kimi_code.sandbox.images import ensure_image
 
         client = connect()

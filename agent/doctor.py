@@ -50,7 +50,7 @@ def _docker(settings: Any) -> list[Check]:
     need_docker = settings.sandbox == "docker"
     rows: list[Check] = []
     try:
-        from kimi_code.sandbox.docker import connect
+        from kimi_code.sandbox.engine import connect
         from kimi_code.sandbox.images import image_exists, missing_image_message
 
         client = connect(timeout=10)

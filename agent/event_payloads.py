@@ -1,16 +1,16 @@
 """The declared payload of every event type: one pydantic model per type, one line per field.
 
-The log stays plain JSON (``events.jsonl``, see events.py); these models are its schema. Every
-event is checked against its model when it is written while ``KIMI_CODE_VERIFY_REPLAY=1`` (as in
-the test suite): a field the model does not declare, or a missing required one, fails the write.
-Old logs are never checked on load: readers keep accepting what earlier versions wrote. The
-README's table of event types is generated from these models (``payload_table``) and a test keeps
-the two equal.
+The log stays plain JSON (``events.jsonl``, see events.py); these models are its schema and the
+only way to make an event: the recorder takes an instance (``recorder.record(ToolResult(...))``),
+so a field the model does not declare, a missing required one or a wrong type fails where the
+event is made, and the log holds exactly the fields the constructor was given. Old logs are never
+checked on load: readers keep accepting what earlier versions wrote. The README's table of event
+types is generated from these models (``payload_table``) and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,12 +19,22 @@ from . import events as ev
 Message = dict[str, Any]
 
 
-class _Payload(BaseModel):
+class EventPayload(BaseModel):
+    """Base of every payload model; ``TYPE`` is the event type it makes."""
+
     model_config = ConfigDict(extra="forbid")
+    TYPE: ClassVar[str]
+
+    def data(self) -> dict[str, Any]:
+        """The payload as the log holds it: the fields the constructor was given, in declared order."""
+        given = self.model_fields_set
+        return {name: getattr(self, name) for name in type(self).model_fields if name in given}
 
 
-class SessionStarted(_Payload):
+class SessionStarted(EventPayload):
     """The session's first event, written with its directory before the sandbox starts."""
+
+    TYPE = ev.SESSION_STARTED
 
     session_id: str = Field(description="the session's id")
     task: str = Field(description="the task, verbatim")
@@ -41,8 +51,10 @@ class SessionStarted(_Payload):
     checkpoints: bool | None = Field(None, description="false with --no-git (absent in first-wave logs)")
 
 
-class Sandbox(_Payload):
+class Sandbox(EventPayload):
     """The sandbox was started, reattached or restarted."""
+
+    TYPE = ev.SANDBOX
 
     action: str = Field(description="started, reattached or restarted")
     backend: str = Field(description="docker or local")
@@ -52,16 +64,20 @@ class Sandbox(_Payload):
     workspace: str | None = Field(None, description="the workspace as commands see it")
 
 
-class UserMessage(_Payload):
+class UserMessage(EventPayload):
     """A message in the user's role: the task, later instructions, notices, attachments."""
+
+    TYPE = ev.USER_MESSAGE
 
     message: Message = Field(description="the message as sent to the model")
     kind: Literal["task", "continue", "notice", "attachment"] = Field(description="why it was added")
     tokens: int | None = Field(None, description="its counted size")
 
 
-class Assistant(_Payload):
+class Assistant(EventPayload):
     """A model turn: text, reasoning and tool calls; starts a step."""
+
+    TYPE = ev.ASSISTANT
 
     message: Message = Field(description="content, reasoning_content and tool_calls, as sent back later")
     usage: dict[str, Any] = Field(description="prompt_tokens, completion_tokens, cached_tokens")
@@ -72,8 +88,10 @@ class Assistant(_Payload):
     tokens: int | None = Field(None, description="the message's counted size")
 
 
-class ToolStarted(_Payload):
+class ToolStarted(EventPayload):
     """A tool call began (a call without this never ran)."""
+
+    TYPE = ev.TOOL_STARTED
 
     call_id: str = Field(description="the call's id")
     name: str = Field(description="the tool")
@@ -82,8 +100,10 @@ class ToolStarted(_Payload):
     read_only: bool = Field(description="whether it only reads (re-run on resume if cut short)")
 
 
-class ToolResult(_Payload):
+class ToolResult(EventPayload):
     """A tool call's result, as the model sees it."""
+
+    TYPE = ev.TOOL_RESULT
 
     call_id: str = Field(description="the call's id")
     name: str = Field(description="the tool")
@@ -94,14 +114,18 @@ class ToolResult(_Payload):
     interrupted: bool | None = Field(None, description="the call was cut short by a stop")
 
 
-class Todo(_Payload):
+class Todo(EventPayload):
     """The plan (written by early versions; today the todo tool's result carries it)."""
+
+    TYPE = ev.TODO
 
     items: list[dict[str, Any]] = Field(description="the plan's steps")
 
 
-class Compaction(_Payload):
+class Compaction(EventPayload):
     """Older history replaced by a summary."""
+
+    TYPE = ev.COMPACTION
 
     keep_from: int = Field(description="index of the first message kept verbatim")
     head: list[Message] = Field(description="the instructions and summary that replace the older part")
@@ -113,8 +137,10 @@ class Compaction(_Payload):
     mechanical: bool | None = Field(None, description="more dropped without a new summary, to fit")
 
 
-class Checkpoint(_Payload):
+class Checkpoint(EventPayload):
     """The workspace was snapshotted after a step."""
+
+    TYPE = ev.CHECKPOINT
 
     commit: str = Field(description="the checkpoint commit")
     changed: list[str] = Field(description="files changed since the previous checkpoint")
@@ -124,16 +150,20 @@ class Checkpoint(_Payload):
     restored_from_bundle: bool | None = Field(None, description="brought back from a CI bundle")
 
 
-class Rewind(_Payload):
+class Rewind(EventPayload):
     """The user rewound the session: the workspace and the conversation go back to a step."""
+
+    TYPE = ev.REWIND
 
     to_step: int = Field(description="the step rewound to")
     commit: str = Field(description="that step's checkpoint")
     restored: list[str] | None = Field(None, description="files put back")
 
 
-class ApiRetry(_Payload):
+class ApiRetry(EventPayload):
     """A model request failed and is retried."""
+
+    TYPE = ev.API_RETRY
 
     attempt: int = Field(description="the attempt that failed")
     wait: float = Field(description="seconds until the next one")
@@ -142,41 +172,47 @@ class ApiRetry(_Payload):
     request_id: str | None = Field(None, description="the endpoint's request id")
 
 
-class Limit(_Payload):
+class Limit(EventPayload):
     """A limit stopped the run."""
+
+    TYPE = ev.LIMIT
 
     kind: Literal["steps", "cost", "time"] = Field(description="which limit")
     value: float = Field(description="the value reached")
     limit: float = Field(description="the limit")
 
 
-class Interrupted(_Payload):
+class Interrupted(EventPayload):
     """The run stopped before finishing (Ctrl-C, SIGTERM, an API or sandbox failure)."""
+
+    TYPE = ev.INTERRUPTED
 
     reason: str = Field(description="why")
 
 
-class Resumed(_Payload):
+class Resumed(EventPayload):
     """A process took the session over."""
+
+    TYPE = ev.RESUMED
 
     pid: int = Field(description="the process")
     in_flight: list[str] = Field(description="tool calls that were running when the last one stopped")
 
 
-class Finished(_Payload):
+class Finished(EventPayload):
     """The run ended."""
+
+    TYPE = ev.FINISHED
 
     status: Literal["success", "failure"] = Field(description="success or failure")
     summary: str = Field(description="what was done, or what blocked it")
     reason: str = Field(description="finish_tool, no_tool_calls, loop_guard, output_limit or empty_reply")
 
 
-PAYLOADS: dict[str, type[_Payload]] = {
-    ev.SESSION_STARTED: SessionStarted, ev.SANDBOX: Sandbox, ev.USER_MESSAGE: UserMessage,
-    ev.ASSISTANT: Assistant, ev.TOOL_STARTED: ToolStarted, ev.TOOL_RESULT: ToolResult, ev.TODO: Todo,
-    ev.COMPACTION: Compaction, ev.CHECKPOINT: Checkpoint, ev.REWIND: Rewind, ev.API_RETRY: ApiRetry,
-    ev.LIMIT: Limit, ev.INTERRUPTED: Interrupted, ev.RESUMED: Resumed, ev.FINISHED: Finished,
-}
+PAYLOADS: dict[str, type[EventPayload]] = {model.TYPE: model for model in (
+    SessionStarted, Sandbox, UserMessage, Assistant, ToolStarted, ToolResult, Todo, Compaction, Checkpoint,
+    Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished,
+)}
 
 
 def check_payload(type_: str, payload: dict[str, Any]) -> None:

@@ -8,8 +8,6 @@ resumed session (load + fold + ``run``) continues exactly where this one stopped
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import context as ctxmod
-from . import events as ev
+from . import event_payloads as ep
 from . import prompts
 from .client import AssistantTurn, ContextOverflowError, ModelClient, RetryNotice
 from .config import Settings
@@ -32,13 +30,13 @@ from .errors import (
     KimiCodeError,
     ModelAPIError,
     SandboxError,
-    StorageError,
 )
 from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
 from .compaction import Compactor
 from .recorder import Recorder
-from .step_snapshot import BackgroundSnapshot
+from .step_snapshot import Snapshotter, StepCheckpoints
+from .stop_signals import StopSignals
 from .store import SessionDir
 from .tokens import count_message
 
@@ -56,8 +54,6 @@ STOP_REPEATS = 12
 MAX_CUTOFFS = 3
 # Empty replies (no text, no tool call) in a row before the run stops as a failure.
 MAX_EMPTY_REPLIES = 2
-# Seconds between two checkpoint bundles (CI mode).
-BUNDLE_INTERVAL = 30.0
 # Seconds between refreshes of meta.json during a run (derived data; always written at the end).
 META_INTERVAL = 1.0
 
@@ -70,18 +66,6 @@ class ToolRunner(Protocol):
     def run_calls(self, calls: Sequence[tuple[str, str]], ctx: ToolContext, *,
                   on_start: Callable[[int], None] | None = None,
                   on_result: Callable[[int, Any], None] | None = None) -> None: ...
-
-
-class Snapshotter(Protocol):
-    """What the loop needs of the workspace checkpoints (agent/checkpoints.Checkpointer)."""
-
-    def snapshot(self, step: int) -> Any: ...
-
-    def head(self) -> str | None: ...
-
-    def changed_files(self, a: str, b: str) -> list[str]: ...
-
-    def save_bundle(self, path: Path) -> None: ...
 
 
 @dataclass
@@ -130,25 +114,20 @@ class AgentLoop:
         self.tool_ctx = tool_context
         self.view = view
         self.limits = limits or Limits()
-        self.checkpointer = checkpointer
-        # The step snapshot runs while the next model request does (see step_snapshot.py).
-        self._snapshot = BackgroundSnapshot()
+        self.signals = StopSignals(notice=lambda text: self.view.notice(text))
+        # Snapshots after changing steps, run while the next model request does (step_snapshot.py).
+        self.checkpoints = (StepCheckpoints(checkpointer, state, self.record, lambda text: self.view.notice(text))
+                            if checkpointer is not None else None)
         self.compactor = Compactor(state=state, settings=settings, client=client, record=self.record,
                                    notice=lambda text: self.view.notice(text), set_phase=self._set_phase)
         self.workspace = workspace
-        self._interrupts = 0
-        self._terminated = False
         self._meta: Any = None  # the session's metadata, read once (see update_meta)
         self._meta_written = 0.0  # monotonic time of the last write after a step
-        self._phase = "idle"
         self._started = time.monotonic()
         self._repeat: tuple[str, str] | None = None
         self._repeat_count = 0
         self._cutoffs = 0
         self._empty_replies = 0
-        self._last_bundle = 0.0
-        # Where to keep a git bundle of the checkpoints (CI jobs resumed on a fresh clone).
-        self.bundle_path: Path | None = None
         self._step_changed_workspace = False
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
         self.pending_notices: list[str | tuple[str, str]] = []
@@ -159,13 +138,14 @@ class AgentLoop:
         self.stop_checks: list[Callable[[], str | None]] = []
 
     # -- recording -------------------------------------------------------------------------
-    def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
+    def record(self, payload: ep.EventPayload, step: int | None = None) -> Event:
         """Record through the session's recorder (recorder.py), then show the event."""
-        event = self.recorder.record(type_, payload, step)
+        with self.signals.critical():
+            event = self.recorder.record(payload, step)
         try:
             self.view.on_event(event, self.state)
         except Exception:  # noqa: BLE001 - a display problem must never break the session
-            log.exception("view failed on %s", type_)
+            log.exception("view failed on %s", event.type)
         return event
 
     def update_meta(self, durable: bool = True) -> None:
@@ -190,49 +170,32 @@ class AgentLoop:
             log.debug("%s", exc)
 
     def _set_phase(self, phase: str) -> None:
-        self._phase = phase  # "model": a first Ctrl-C aborts the request at once
+        self.signals.phase = phase  # "model": a first Ctrl-C aborts the request at once
 
-    # -- signals ---------------------------------------------------------------------------
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        """First Ctrl-C: abort a model call at once (nothing to lose), otherwise let the running
-        tool or bookkeeping end and stop before the next step. Second Ctrl-C: stop now."""
-        self._interrupts += 1
-        if self._interrupts >= 2 or self._phase == "model":
-            raise KeyboardInterrupt
-        self.view.notice("stopping after the running tool (Ctrl-C again to stop now)")
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        """SIGTERM (a CI runner's stop, before its SIGKILL): stop now, like a second Ctrl-C, so the
-        interruption is recorded and the resume hint printed while there is still time."""
-        self._terminated = True
-        raise KeyboardInterrupt
+    def _settle_checkpoint(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.settle()
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Outcome:
-        installed = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if installed else None
-        previous_term = signal.signal(signal.SIGTERM, self._on_sigterm) if installed else None
-        try:
-            return self._run()
-        except KeyboardInterrupt:
-            if installed:  # a second signal must not cut the bookkeeping below short
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            self._settle_checkpoint()
-            if self._terminated:
-                self._record_interrupt("terminated (SIGTERM)")
-                return Outcome("interrupted", EXIT_TERMINATED, "terminated by SIGTERM")
-            self._record_interrupt("interrupted by the user")
-            return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
-        finally:
-            if installed:
-                signal.signal(signal.SIGINT, previous)
-                signal.signal(signal.SIGTERM, previous_term)
-            self._settle_checkpoint()
-            self.update_meta()
+        with self.signals:
+            try:
+                return self._run()
+            except KeyboardInterrupt:
+                self.signals.shield()
+                self._settle_checkpoint()
+                if self.signals.terminated:
+                    self._record_interrupt("terminated (SIGTERM)")
+                    return Outcome("interrupted", EXIT_TERMINATED, "terminated by SIGTERM")
+                self._record_interrupt("interrupted by the user")
+                return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
+            finally:
+                self._settle_checkpoint()
+                self.update_meta()
 
     def _record_interrupt(self, reason: str) -> None:
         try:
-            self.record(ev.INTERRUPTED, {"reason": reason})
+            self.record(ep.Interrupted(reason=reason))
         except Exception:  # noqa: BLE001 - the log stays consistent even if this one is lost
             log.exception("could not record the interruption")
 
@@ -245,7 +208,7 @@ class AgentLoop:
         while True:
             if self.state.finished:
                 return self._finished_outcome()
-            if self._interrupts:
+            if self.signals.interrupts:
                 self._settle_checkpoint()
                 self._record_interrupt("interrupted by the user")
                 return Outcome("interrupted", EXIT_INTERRUPTED, "interrupted")
@@ -266,7 +229,7 @@ class AgentLoop:
             # The previous step's snapshot ran during the request: its checkpoint goes in first.
             self._settle_checkpoint()
             step = self.state.step + 1
-            self.record(ev.ASSISTANT, self._assistant_payload(turn), step=step)
+            self.record(self._assistant_payload(turn), step=step)
             if self.state.pending:
                 self._cutoffs = self._empty_replies = 0
             else:
@@ -294,7 +257,7 @@ class AgentLoop:
             if limit is not None and value >= limit:
                 self._settle_checkpoint()
                 text = prompts.limit_text(kind, round(value, 4), limit)
-                self.record(ev.LIMIT, {"kind": kind, "value": value, "limit": limit})
+                self.record(ep.Limit(kind=kind, value=value, limit=limit))
                 return Outcome("limit", EXIT_LIMIT, text, {"kind": kind})
         return None
 
@@ -307,7 +270,7 @@ class AgentLoop:
         max_out = self.max_output()
         if self.compactor.due():
             self.compactor.compact()
-        self._phase = "model"
+        self.signals.phase = "model"
         try:
             try:
                 return self._complete(self.state.request_messages(), max_out)
@@ -317,7 +280,7 @@ class AgentLoop:
                 self.compactor.compact(force=True)
                 return self._complete(self.state.request_messages(), max_out)
         finally:
-            self._phase = "idle"
+            self.signals.phase = "idle"
 
     def _complete(self, messages: list[dict[str, Any]], max_out: int) -> AssistantTurn:
         return self.client.complete(
@@ -331,11 +294,10 @@ class AgentLoop:
 
     def on_retry(self, notice: RetryNotice) -> None:
         """Given to the client: each retry is shown and logged."""
-        self.record(ev.API_RETRY, {"attempt": notice.attempt, "wait": round(notice.wait, 2),
-                                   "reason": notice.reason, "status": notice.status,
-                                   "request_id": notice.request_id})
+        self.record(ep.ApiRetry(attempt=notice.attempt, wait=round(notice.wait, 2), reason=notice.reason,
+                                status=notice.status, request_id=notice.request_id))
 
-    def _assistant_payload(self, turn: AssistantTurn) -> dict[str, Any]:
+    def _assistant_payload(self, turn: AssistantTurn) -> ep.Assistant:
         message = turn.to_message()
         if message.get("tool_calls") and self.settings.thinking_enabled and not message.get("reasoning_content"):
             # Kimi rejects a thinking-mode tool-call message without reasoning_content.
@@ -344,17 +306,17 @@ class AgentLoop:
                  "cached_tokens": turn.usage.cached_tokens}
         info = self.settings.model_info
         saved = turn.usage.cached_tokens * (info.price_input - info.price_cached_input) / 1_000_000
-        return {"message": message, "usage": usage, "cost": turn.cost, "cost_saved": saved,
-                "finish_reason": turn.finish_reason, "request_id": turn.request_id,
-                "tokens": count_message(message)}
+        return ep.Assistant(message=message, usage=usage, cost=turn.cost, cost_saved=saved,
+                            finish_reason=turn.finish_reason, request_id=turn.request_id,
+                            tokens=count_message(message))
 
     def _no_tool_calls(self, turn: AssistantTurn) -> None:
         if turn.finish_reason == "length":
             self._cutoffs += 1
             if self._cutoffs >= MAX_CUTOFFS:
-                self.record(ev.FINISHED, {"status": "failure", "reason": "output_limit",
-                                          "summary": f"the model's replies hit the output limit {self._cutoffs} "
-                                                     "times in a row"})
+                self.record(ep.Finished(status="failure", reason="output_limit",
+                                        summary=f"the model's replies hit the output limit {self._cutoffs} "
+                                                "times in a row"))
                 return
             self._user_notice("[kimi-code] Your last reply was cut off at the output limit. Continue; keep "
                               "replies shorter and call tools.", kind="notice")
@@ -363,25 +325,25 @@ class AgentLoop:
             # An empty reply is not an answer: ask once more, then stop as a failure.
             self._empty_replies += 1
             if self._empty_replies >= MAX_EMPTY_REPLIES:
-                self.record(ev.FINISHED, {"status": "failure", "reason": "empty_reply",
-                                          "summary": f"the model sent {self._empty_replies} empty replies in a row"})
+                self.record(ep.Finished(status="failure", reason="empty_reply",
+                                        summary=f"the model sent {self._empty_replies} empty replies in a row"))
                 return
             self._user_notice("[kimi-code] Your last reply was empty. Continue the task with tool calls, or call "
                               "finish with a summary.", kind="notice")
             return
-        self.record(ev.FINISHED, {"status": "success", "summary": turn.content.strip(), "reason": "no_tool_calls"})
+        self.record(ep.Finished(status="success", summary=turn.content.strip(), reason="no_tool_calls"))
 
     def _user_notice(self, text: str, kind: str = "notice") -> None:
         message = {"role": "user", "content": text}
-        self.record(ev.USER_MESSAGE, {"message": message, "kind": kind, "tokens": count_message(message)})
+        self.record(ep.UserMessage(message=message, kind=kind, tokens=count_message(message)))
 
     # -- tools -----------------------------------------------------------------------------
     def settle_workspace(self) -> None:
         """Resume: checkpoint what the agent changed after its last checkpoint (a crash between a
         tool's result and the snapshot), before anything compares the workspace with it."""
-        if self.checkpointer is not None and self.state.workspace_dirty and not self.state.pending:
+        if self.checkpoints is not None and self.state.workspace_dirty and not self.state.pending:
             self._step_changed_workspace = True
-            self._checkpoint()
+            self.checkpoints.take()
 
     def _resolve_in_flight(self) -> None:
         """Resume: answer calls that started but left no result; run those that never started."""
@@ -392,15 +354,15 @@ class AgentLoop:
             if (not self.state.finished and last.get("role") == "assistant" and not last.get("tool_calls")
                     and self.state.last_finish_reason != "length"):
                 # The final answer was recorded but not the end of the run: don't ask again.
-                self.record(ev.FINISHED, {"status": "success", "summary": str(last.get("content") or "").strip(),
-                                          "reason": "no_tool_calls"})
+                self.record(ep.Finished(status="success", summary=str(last.get("content") or "").strip(),
+                                        reason="no_tool_calls"))
             self._maybe_finish()
             return
         rerun: list[PendingCall] = []
         for call in pending:
             if call.started and not self.registry.is_read_only(call.name, call.arguments):
-                self.record(ev.TOOL_RESULT, {"call_id": call.call_id, "name": call.name, "content": INTERRUPTED_RESULT,
-                                             "is_error": True, "metadata": {"interrupted": True}, "interrupted": True})
+                self.record(ep.ToolResult(call_id=call.call_id, name=call.name, content=INTERRUPTED_RESULT,
+                                          is_error=True, metadata={"interrupted": True}, interrupted=True))
             else:
                 rerun.append(call)
         self._step_changed_workspace = True
@@ -409,21 +371,21 @@ class AgentLoop:
         self._end_of_step()
 
     def _run_calls(self, calls: list[PendingCall]) -> None:
-        self._phase = "tools"
+        self.signals.phase = "tools"
         self._step_changed_workspace = self._step_changed_workspace or not all(
             self.registry.is_read_only(c.name, c.arguments) for c in calls)
         attachments: list[dict[str, Any]] = []
         stop_requested = [False]
 
         def on_start(i: int) -> None:
-            if self._interrupts and not stop_requested[0]:
+            if self.signals.interrupts and not stop_requested[0]:
                 stop_requested[0] = True
             if stop_requested[0]:
                 raise Interrupted()
             call = calls[i]
-            self.record(ev.TOOL_STARTED, {"call_id": call.call_id, "name": call.name, "index": call.index,
-                                          "arguments": call.arguments,
-                                          "read_only": self.registry.is_read_only(call.name, call.arguments)})
+            self.record(ep.ToolStarted(call_id=call.call_id, name=call.name, index=call.index,
+                                       arguments=call.arguments,
+                                       read_only=self.registry.is_read_only(call.name, call.arguments)))
 
         def on_result(i: int, result: Any) -> None:
             call = calls[i]
@@ -434,9 +396,9 @@ class AgentLoop:
             metadata = dict(result.metadata or {})
             metadata.update(budget_meta)
             message = {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": text}
-            self.record(ev.TOOL_RESULT, {"call_id": call.call_id, "name": call.name, "content": text,
-                                         "is_error": bool(result.is_error), "metadata": metadata,
-                                         "tokens": count_message(message)})
+            self.record(ep.ToolResult(call_id=call.call_id, name=call.name, content=text,
+                                      is_error=bool(result.is_error), metadata=metadata,
+                                      tokens=count_message(message)))
             attachments.extend(result.attachments or ())
             if "todo" in metadata:
                 self.tool_ctx.todo = self.state.todo
@@ -447,13 +409,13 @@ class AgentLoop:
         except Interrupted:
             pass
         finally:
-            self._phase = "idle"
+            self.signals.phase = "idle"
         if self.state.pending:
             return  # interrupted mid-batch: a message now would cancel the calls that never started
         if attachments:
             content = [{"type": "text", "text": "[kimi-code] Images attached by view_image:"}, *attachments]
             message = {"role": "user", "content": content}
-            self.record(ev.USER_MESSAGE, {"message": message, "kind": "attachment", "tokens": count_message(message)})
+            self.record(ep.UserMessage(message=message, kind="attachment", tokens=count_message(message)))
         self._loop_guard(calls)
 
     def _loop_guard(self, calls: list[PendingCall]) -> None:
@@ -463,19 +425,19 @@ class AgentLoop:
         else:
             self._repeat, self._repeat_count = key, 1  # type: ignore[assignment]
         if self._repeat_count >= STOP_REPEATS:
-            self.record(ev.FINISHED, {"status": "failure", "reason": "loop_guard",
-                                      "summary": f"stopped: the same tool call was repeated {self._repeat_count} times"})
+            self.record(ep.Finished(status="failure", reason="loop_guard",
+                                    summary=f"stopped: the same tool call was repeated {self._repeat_count} times"))
         elif self._repeat_count in REMIND_REPEATS:
             self._user_notice(f"[kimi-code] You have made the same tool call {self._repeat_count} times in a row "
                               "with the same result. Step back and try a different approach.")
 
     def _end_of_step(self) -> None:
         # Steps whose calls all only read cannot have changed the workspace: no snapshot needed.
-        if self.checkpointer is not None and not self.state.pending and self._step_changed_workspace:
+        if self.checkpoints is not None and not self.state.pending and self._step_changed_workspace:
             if self.state.pending_finish is not None or self.state.finished:
-                self._checkpoint()  # the run ends here: its last checkpoint precedes "finished"
+                self.checkpoints.take()  # the run ends here: its last checkpoint precedes "finished"
             else:
-                self._start_checkpoint()
+                self.checkpoints.start()
         self._step_changed_workspace = False
         self._maybe_finish()
         # For `sessions` and the like a second-old figure is as good: at most one write a second.
@@ -484,61 +446,10 @@ class AgentLoop:
             self._meta_written = now
             self.update_meta(durable=False)
 
-    def _checkpoint(self) -> None:
-        self._start_checkpoint()
-        self._settle_checkpoint()
-
-    def _start_checkpoint(self) -> None:
-        self._settle_checkpoint()
-        checkpointer, step = self.checkpointer, self.state.step
-        dirty, last = self.state.workspace_dirty, self.state.last_checkpoint
-
-        def work() -> dict[str, Any] | None:
-            """The snapshot, and the checkpoint event it calls for (None: nothing to record)."""
-            cp = checkpointer.snapshot(step)
-            if cp is not None:
-                return {"commit": cp.commit, "changed": cp.changed, "skipped": cp.skipped}
-            if not (dirty and last):
-                return None
-            head = checkpointer.head()
-            if head and head != last:
-                # Snapshot taken but not recorded before a crash: record the one git has.
-                return {"commit": head, "changed": checkpointer.changed_files(last, head), "skipped": []}
-            return {"commit": last, "changed": [], "skipped": [], "unchanged": True}
-
-        self._snapshot.start(work, name=f"kimi-code-snapshot-{step}")
-
-    def _settle_checkpoint(self) -> None:
-        """Wait for the step snapshot if one is running, and record its checkpoint."""
-        if not self._snapshot.running:
-            return
-        try:
-            payload = self._snapshot.result()
-            if payload is not None:
-                self.record(ev.CHECKPOINT, payload)
-            if self.bundle_path is not None and time.monotonic() - self._last_bundle >= BUNDLE_INTERVAL:
-                self.save_bundle()
-        except StorageError:
-            raise  # the log itself cannot be written: nothing can go on
-        except Exception as exc:  # noqa: BLE001 - a failed snapshot must not stop the work
-            log.warning("checkpoint failed: %s", exc)
-            self.view.notice(f"checkpoint failed: {exc}")
-
-    def save_bundle(self) -> None:
-        """Keep the checkpoints where a CI retry on a fresh clone finds them (throttled: its cost
-        grows with the session's checkpoints; also written at every end of a run)."""
-        if self.bundle_path is None or self.checkpointer is None or not self.state.last_checkpoint:
-            return
-        try:
-            self.checkpointer.save_bundle(self.bundle_path)
-            self._last_bundle = time.monotonic()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("checkpoint bundle failed: %s", exc)
-
     def _maybe_finish(self) -> None:
         """Record FINISHED once the step that called finish is complete (also after a crash)."""
         finish = self.state.pending_finish
         if self.state.finished or self.state.pending or finish is None:
             return
-        self.record(ev.FINISHED, {"status": finish.get("status", "success"), "summary": finish.get("summary", ""),
-                                  "reason": "finish_tool"})
+        self.record(ep.Finished(status=finish.get("status", "success"), summary=finish.get("summary", ""),
+                                reason="finish_tool"))

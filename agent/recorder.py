@@ -1,6 +1,7 @@
 """The one way an event enters a session's log.
 
-``record`` appends the event durably (store.py fsyncs it), then applies it to the state, then
+``record`` takes a payload model (event_payloads.py: the one constructor of each event type),
+appends the event durably (store.py fsyncs it), then applies it to the state, then
 hands it to the observers (the replay's checks, the view): so at any instant the log on disk is a
 prefix of what happened, and the state is the fold of that log. A session's first event is
 written with its directory (``start``), so no directory is ever seen without it. The loop, the
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
-
+from .event_payloads import EventPayload, SessionStarted
 from .events import Event
 from .state import SessionState
 from .store import SessionDir, SessionMeta, SessionStore
@@ -28,18 +28,24 @@ class Recorder:
         # results against its recording here; the loop shows events in its view).
         self.observers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
+        self.first: Event | None = None  # the first event, when this recorder wrote it (start)
 
     @classmethod
-    def start(cls, store: SessionStore, meta: SessionMeta, first: Event) -> "Recorder":
+    def start(cls, store: SessionStore, meta: SessionMeta, started: SessionStarted) -> "Recorder":
         """Create the session's directory holding its first event, and its recorder."""
+        first = Event(type=started.TYPE, payload=started.data(), step=0)
         session = store.create(meta, first)
         state = SessionState()
         state.apply(first)
-        return cls(session, state)
+        recorder = cls(session, state)
+        recorder.first = first
+        return recorder
 
-    def record(self, type_: str, payload: dict[str, Any], step: int | None = None) -> Event:
+    def record(self, payload: EventPayload, step: int | None = None) -> Event:
+        """Append the event ``payload`` makes (at the current step unless told), fold it, tell
+        the observers."""
         with self._lock:
-            event = Event(type=type_, payload=payload, step=self.state.step if step is None else step)
+            event = Event(type=payload.TYPE, payload=payload.data(), step=self.state.step if step is None else step)
             self.session.log.append(event)
             self.state.apply(event)
         for observer in list(self.observers):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .events import Event
+from .event_payloads import Checkpoint, EventPayload, Rewind, UserMessage
 
 
 @dataclass(frozen=True)
@@ -39,21 +39,18 @@ def commit_at(state: Any, step: int) -> str:
     return state.checkpoints[max(candidates)]
 
 
-def rewind_events(to_step: int, commit: str, restored: list[str], head: str | None) -> list[Event]:
+def rewind_events(to_step: int, commit: str, restored: list[str], head: str | None) -> list[EventPayload]:
     """The events a rewind appends, in order: the rewind itself, the checkpoint the workspace is at
     now (``head``, the checkpoint ref after the restore, else ``commit``), and the notice the model
     reads on resume."""
-    from . import events as ev
     from . import prompts
     from .tokens import count_message
 
     message = {"role": "user", "content": prompts.rewind_notice(to_step)}
     return [
-        Event(type=ev.REWIND, payload={"to_step": to_step, "commit": commit, "restored": restored}, step=to_step),
-        Event(type=ev.CHECKPOINT, payload={"commit": head or commit, "changed": restored, "skipped": []},
-              step=to_step),
-        Event(type=ev.USER_MESSAGE, payload={"message": message, "kind": "notice", "tokens": count_message(message)},
-              step=to_step),
+        Rewind(to_step=to_step, commit=commit, restored=restored),
+        Checkpoint(commit=head or commit, changed=restored, skipped=[]),
+        UserMessage(message=message, kind="notice", tokens=count_message(message)),
     ]
 
 
@@ -79,8 +76,8 @@ def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = F
         changed = cp.restore(target, force=force, expected=state.last_checkpoint)
         # Read again under the lock: the recorder appends after the log's last event.
         recorder = Recorder(session, SessionState.fold(session.log.load()))
-        for event in rewind_events(to_step, target, changed, cp.head()):
-            recorder.record(event.type, event.payload, event.step)
+        for payload in rewind_events(to_step, target, changed, cp.head()):
+            recorder.record(payload, to_step)
         meta = session.read_meta()
         meta.status = "interrupted"
         meta.steps = to_step

@@ -10,26 +10,25 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import event_payloads as ep
 from . import events as ev
 from . import prompts
-from .client import ModelClient
 from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
-from .events import Event
 from .lazy import prefetch
+from .assembly import Runner, RunOptions, default_tools, make_checkpointer, planned_info  # noqa: F401 - RunOptions: cli's
 from .recorder import Recorder
-from .loop import AgentLoop, Limits, Outcome
+from .loop import AgentLoop, Outcome
 from .state import SessionState
 from .store import SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - session_key: cli's
 from .tokens import count_message, count_text, count_tools
 
 if TYPE_CHECKING:
-    from kimi_code.sandbox.base import Sandbox, SandboxInfo
-    from kimi_code.tools.registry import ToolRegistry
+    from kimi_code.sandbox.base import SandboxInfo
 
     from .checkpoints import Checkpointer
     from .replay import ReplaySource
@@ -42,22 +41,6 @@ BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "ca_bundle", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
                    "max_output_tokens", "test_command", "context_window", "replay")
-
-
-@dataclass
-class RunOptions:
-    output: str = "text"  # text | json | stream-json
-    limits: Limits = field(default_factory=Limits)
-    no_git: bool = False
-    keep_sandbox: bool | None = None
-    branch: str | None = None
-    patch_out: Path | None = None
-    continue_text: str | None = None
-    # Keep a git bundle of the checkpoints in the session directory after every checkpoint, so a
-    # CI job retried on a fresh clone can resume (set by `run --resume-if-exists`).
-    bundle: bool = False
-    # Seconds between streamed chunks of a replayed turn (the demo paces its text; 0 = at once).
-    pace: float = 0.0
 
 
 @dataclass
@@ -101,86 +84,6 @@ def find_workspace(repo: Path, no_git: bool) -> Path:
 
 
 
-class Runner:
-    """Wires one session's objects together."""
-
-    def __init__(self, settings: Settings, recorder: Recorder, workspace: Path, options: RunOptions,
-                 replay: ReplaySource | None = None) -> None:
-        self.settings = settings
-        self.recorder = recorder
-        self.session = recorder.session
-        self.state = recorder.state
-        self.workspace = workspace
-        self.options = options
-        from .view import make_view
-
-        self.view = make_view(options.output, self.session.id)
-        self.sandbox: Sandbox | None = None
-        self.loop: AgentLoop | None = None
-        self.replay = replay  # when the model is a recording
-
-    def show(self, event: Event) -> None:
-        """Show an event recorded before the loop exists (the session's first one)."""
-        try:
-            self.view.on_event(event, self.state)
-        except Exception:  # noqa: BLE001 - a display problem must never break the session
-            log.exception("view failed on %s", event.type)
-
-    def bring_up(self, registry: ToolRegistry, *, resuming: bool,
-                 no_git: bool) -> tuple[AgentLoop, Checkpointer | None, SandboxInfo, str, list[str]]:
-        """The sandbox (a resumed session reattaches its container when it is still there), the
-        checkpointer and the loop: (loop, checkpointer, sandbox info, the sandbox action, notices for
-        the agent)."""
-        settings, session_id = self.settings, self.session.id
-        sandbox = self.sandbox = _make_sandbox(settings, session_id, self.workspace)
-        notices: list[str] = []
-        if resuming and sandbox.reattach():
-            action = "reattached"
-        else:
-            sandbox.start()
-            action = "restarted" if resuming and settings.sandbox == "docker" else "started"
-            if action == "restarted":
-                notices.append(prompts.SANDBOX_LOST_NOTICE)
-        checkpointer = _make_checkpointer(self.workspace, session_id, no_git)
-        return self.build(registry, checkpointer), checkpointer, sandbox.info(), action, notices
-
-    def build(self, registry: ToolRegistry, checkpointer: Checkpointer | None) -> AgentLoop:
-        from kimi_code.tools.registry import ToolContext
-
-        client = ModelClient(self.settings)
-        tool_ctx = ToolContext(workspace=self.workspace, sandbox=self.sandbox,
-                               command_timeout=self.settings.command_timeout,
-                               test_command=self.settings.test_command, todo=self.state.todo)
-        loop = AgentLoop(session=self.session, state=self.state, settings=self.settings, client=client,
-                         registry=registry, tool_context=tool_ctx, view=self.view, limits=self.options.limits,
-                         checkpointer=checkpointer, workspace=self.workspace, recorder=self.recorder)
-        client.on_retry = loop.on_retry  # each retry is recorded and shown by the loop
-        self.loop = loop
-        if self.replay is not None:
-            self.replay.bind(loop)
-        return loop
-
-
-def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Sandbox:
-    from .sandboxes import make_sandbox
-
-    return make_sandbox(settings, session_id, workspace)
-
-
-def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Checkpointer | None:
-    if no_git:
-        return None
-    from .checkpoints import Checkpointer
-
-    return Checkpointer(workspace, session_id)
-
-
-def _registry() -> ToolRegistry:
-    from kimi_code.tools.builtin import default_registry
-
-    return default_registry()
-
-
 def _open_replay(settings: Settings, options: RunOptions) -> ReplaySource | None:
     if settings.replay is None:
         return None
@@ -212,8 +115,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     settings.effective_base_url  # noqa: B018 - fail early on a provider without a URL
     store = SessionStore(settings.state_dir)
     session_id = new_session_id()
-    registry = _registry()
-    from .sandboxes import planned_info
+    registry = default_tools()
 
     planned = planned_info(settings, session_id, workspace)  # backend, workspace path, image
     system_prompt = prompts.build_system_prompt(
@@ -224,16 +126,17 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         git_read_only=planned.backend == "docker" and (workspace / ".git").is_dir(),
     )
     tools = registry.schemas()
-    first = Event(ev.SESSION_STARTED, {
-        "session_id": session_id, "task": task, "repo": str(workspace), "workspace": planned.workspace,
-        "model": settings.model, "provider": settings.provider, "base_url": settings.effective_base_url,
-        "system_prompt": system_prompt, "tools": tools, "settings": _sticky(settings),
-        "fixed_tokens": count_text(system_prompt) + count_tools(tools), "pid": os.getpid(),
-        "checkpoints": not options.no_git,
-    }, step=0)
+    started = ep.SessionStarted(
+        session_id=session_id, task=task, repo=str(workspace), workspace=planned.workspace,
+        model=settings.model, provider=settings.provider, base_url=settings.effective_base_url,
+        system_prompt=system_prompt, tools=tools, settings=_sticky(settings),
+        fixed_tokens=count_text(system_prompt) + count_tools(tools), pid=os.getpid(),
+        checkpoints=not options.no_git,
+    )
     recorder = Recorder.start(store, SessionMeta(id=session_id, repo=str(workspace), task=task[:500],
-                                                 model=settings.model, key=key), first)
+                                                 model=settings.model, key=key), started)
     session = recorder.session
+    first = recorder.first
     session.lock()
     prefetch("openai")  # the first model request needs it: load it while the sandbox starts
     runner = Runner(settings, recorder, workspace, options, replay)
@@ -241,9 +144,9 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     started = False
     try:
         loop, checkpointer, info, action, _ = runner.bring_up(registry, resuming=False, no_git=options.no_git)
-        if options.bundle and checkpointer is not None:
-            loop.bundle_path = session.root / BUNDLE_FILE
-        loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(info)}, step=0)
+        if options.bundle and loop.checkpoints is not None:
+            loop.checkpoints.bundle_path = session.root / BUNDLE_FILE
+        loop.record(_sandbox_payload(action, info), step=0)
         _complete_start(loop, checkpointer, info)
         started = True
         outcome = loop.run()
@@ -266,11 +169,10 @@ def _complete_start(loop: AgentLoop, checkpointer: Checkpointer | None, info: Sa
     state = loop.state
     if not state.messages and state.step == 0:
         message = {"role": "user", "content": prompts.task_message(state.task, info.os_release)}
-        loop.record(ev.USER_MESSAGE, {"message": message, "kind": "task", "tokens": count_message(message)}, step=0)
+        loop.record(ep.UserMessage(message=message, kind="task", tokens=count_message(message)), step=0)
     if checkpointer is not None and not state.checkpoints:
         base = checkpointer.base()
-        loop.record(ev.CHECKPOINT, {"commit": base.commit, "changed": [], "skipped": base.skipped, "base": True},
-                    step=0)
+        loop.record(ep.Checkpoint(commit=base.commit, changed=[], skipped=base.skipped, base=True), step=0)
 
 
 def resume(settings_flags: dict[str, Any], session_ref: str | None, options: RunOptions,
@@ -307,7 +209,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                 view = make_view(options.output, session.id)
                 try:
                     meta_outcome = _export_result(settings, session.id, state, meta_outcome, options,
-                                                  _make_checkpointer(workspace, session.id, False), view.notice)
+                                                  make_checkpointer(workspace, session.id, False), view.notice)
                 finally:
                     view.close()
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
@@ -320,16 +222,16 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             runner = Runner(settings, Recorder(session, state), workspace, options, replay)
             uses_git = state.checkpoints_enabled if state.checkpoints_enabled is not None else bool(state.checkpoints)
             loop, checkpointer, sandbox_info, action, notices = runner.bring_up(
-                _registry(), resuming=True, no_git=options.no_git or not uses_git)
+                default_tools(), resuming=True, no_git=options.no_git or not uses_git)
             bundle = session.root / BUNDLE_FILE
-            if checkpointer is not None and bundle.exists():
-                loop.bundle_path = bundle
+            if loop.checkpoints is not None and bundle.exists():
+                loop.checkpoints.bundle_path = bundle
                 lost = _restore_from_bundle(checkpointer, loop, bundle, runner.view)
                 if lost:
                     notices.append(lost)
             loop.settle_workspace()
-            loop.record(ev.RESUMED, {"pid": os.getpid(), "in_flight": [c.call_id for c in state.pending]})
-            loop.record(ev.SANDBOX, {"action": action, **_sandbox_payload(sandbox_info)})
+            loop.record(ep.Resumed(pid=os.getpid(), in_flight=[c.call_id for c in state.pending]))
+            loop.record(_sandbox_payload(action, sandbox_info))
             _complete_start(loop, checkpointer, sandbox_info)
             if checkpointer is not None and state.last_checkpoint:
                 try:
@@ -380,7 +282,7 @@ def _restore_from_bundle(checkpointer: Checkpointer, loop: AgentLoop, bundle: Pa
                 f"restored to its state after step {step}; changes made after that step were lost. Re-check "
                 "the files you changed since then.")
     restored = checkpointer.restore(target, force=True)
-    loop.record(ev.CHECKPOINT, {"commit": target, "changed": restored, "skipped": [], "restored_from_bundle": True})
+    loop.record(ep.Checkpoint(commit=target, changed=restored, skipped=[], restored_from_bundle=True))
     view.notice(f"restored {len(restored)} file(s) of the session's work from {bundle.name}")
     return lost
 
@@ -391,9 +293,9 @@ def _sticky(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def _sandbox_payload(info: SandboxInfo) -> dict[str, Any]:
-    return {"backend": info.backend, "container": info.container_name, "container_id": info.container_id,
-            "image": info.image, "workspace": info.workspace}
+def _sandbox_payload(action: str, info: SandboxInfo) -> ep.Sandbox:
+    return ep.Sandbox(action=action, backend=info.backend, container=info.container_name,
+                      container_id=info.container_id, image=info.image, workspace=info.workspace)
 
 
 def _finish(runner: Runner, outcome: Outcome, checkpointer: Checkpointer | None) -> RunResult:
@@ -413,8 +315,8 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Checkpointer | None)
     if checkpointer is not None and ended and state.last_checkpoint:
         outcome = _export_result(runner.settings, runner.session.id, state, outcome, options, checkpointer,
                                  runner.view.notice)
-    if runner.loop is not None:
-        runner.loop.save_bundle()
+    if runner.loop is not None and runner.loop.checkpoints is not None:
+        runner.loop.checkpoints.save_bundle()
     keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
     if runner.sandbox is not None:
         try:

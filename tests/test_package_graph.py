@@ -72,3 +72,16 @@ def test_no_import_cycles() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+# The concrete sandbox and tool classes: only the assembly module of agent/ builds them.
+CONCRETE = ("kimi_code.sandbox.local", "kimi_code.sandbox.docker", "kimi_code.tools.builtin",
+            "kimi_code.tools.files", "kimi_code.tools.shell", "kimi_code.tools.search", "kimi_code.tools.image",
+            "kimi_code.tools.plan", "kimi_code.tools.finish", "kimi_code.tools.walk")
+
+
+def test_only_the_assembly_knows_the_concrete_sandboxes_and_tools() -> None:
+    graph = _graph()
+    knowing = sorted(m for m, deps in graph.items()
+                     if _layer(m) == "agent" and any(d.startswith(CONCRETE) for d in deps))
+    assert knowing == ["kimi_code.agent.assembly"]

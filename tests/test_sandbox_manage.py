@@ -13,7 +13,7 @@ from kimi_code.agent.config import Settings
 from kimi_code.agent.errors import SandboxError
 from kimi_code.sandbox.commands import sandbox_app
 from kimi_code.sandbox.docker import DockerSandbox
-from kimi_code.agent.sandboxes import LOCAL_WARNING, make_sandbox
+from kimi_code.agent.assembly import LOCAL_WARNING, make_sandbox
 from kimi_code.sandbox.images import build_image, missing_image_message
 from kimi_code.sandbox.local import LocalSandbox
 from kimi_code.sandbox.manage import list_containers, prune_containers

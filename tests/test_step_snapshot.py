@@ -44,3 +44,40 @@ def test_next_request_is_sent_while_the_snapshot_still_runs(tmp_path: Path) -> N
     assert types[result_at + 2][0] == "assistant"
     commit = _events(tmp_path / "state")[result_at + 1]["payload"]["commit"]
     assert git(repo, "show", f"{commit}:a.slow") == "two\n"  # the checkpoint holds step 1's work
+
+
+def test_step_checkpoints_record_in_order_and_report_failures(tmp_path: Path) -> None:
+    """The loop's collaborator on a real repository: a changed step is recorded once settled, an
+    unchanged one records nothing, a failing snapshot is a notice (never an exception), and the
+    bundle is written where CI retries look for it."""
+    from kimi_code.agent.checkpoints import Checkpointer
+    from kimi_code.agent.state import SessionState
+    from kimi_code.agent.step_snapshot import StepCheckpoints
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "one\n"})
+    cp = Checkpointer(repo, "sess")
+    base = cp.base()
+    state = SessionState()
+    state.checkpoints, state.step, state.last_checkpoint = {0: base.commit}, 1, base.commit
+    recorded: list[Any] = []
+    notices: list[str] = []
+
+    def record(payload: Any) -> None:
+        recorded.append(payload)
+        state.checkpoints[state.step] = state.last_checkpoint = payload.commit
+
+    steps = StepCheckpoints(cp, state, record, notices.append)
+    (repo / "a.txt").write_text("two\n")
+    steps.start()
+    assert recorded == []  # in the background until settled
+    steps.settle()
+    assert [p.TYPE for p in recorded] == ["checkpoint"] and recorded[0].changed == ["a.txt"]
+    state.step = 2
+    steps.take()
+    assert len(recorded) == 1  # nothing changed: nothing recorded
+    steps.bundle_path = tmp_path / "cp.bundle"
+    steps.save_bundle()
+    assert steps.bundle_path.stat().st_size > 0
+    cp.snapshot = lambda step: (_ for _ in ()).throw(RuntimeError("disk on fire"))  # type: ignore[method-assign]
+    steps.take()
+    assert len(recorded) == 1 and notices == ["checkpoint failed: disk on fire"]
