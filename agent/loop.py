@@ -37,11 +37,11 @@ from .compaction import Compactor
 from .recorder import Recorder
 from .step_snapshot import Snapshotter, StepCheckpoints
 from .stop_signals import StopSignals
-from .store import SessionDir
+from .store import SessionDir, SessionMeta
 from .tokens import count_message
 
 if TYPE_CHECKING:
-    from kimi_code.tools.registry import ToolContext
+    from kimi_code.tools.registry import ToolContext, ToolResult
 
     from .view import View
 
@@ -65,7 +65,7 @@ class ToolRunner(Protocol):
 
     def run_calls(self, calls: Sequence[tuple[str, str]], ctx: ToolContext, *,
                   on_start: Callable[[int], None] | None = None,
-                  on_result: Callable[[int, Any], None] | None = None) -> None: ...
+                  on_result: Callable[[int, ToolResult], None] | None = None) -> None: ...
 
 
 @dataclass
@@ -121,7 +121,7 @@ class AgentLoop:
         self.compactor = Compactor(state=state, settings=settings, client=client, record=self.record,
                                    notice=lambda text: self.view.notice(text), set_phase=self._set_phase)
         self.workspace = workspace
-        self._meta: Any = None  # the session's metadata, read once (see update_meta)
+        self._meta: SessionMeta | None = None  # the session's metadata, read once (see update_meta)
         self._meta_written = 0.0  # monotonic time of the last write after a step
         self._started = time.monotonic()
         self._repeat: tuple[str, str] | None = None
@@ -387,7 +387,7 @@ class AgentLoop:
                                        arguments=call.arguments,
                                        read_only=self.registry.is_read_only(call.name, call.arguments)))
 
-        def on_result(i: int, result: Any) -> None:
+        def on_result(i: int, result: ToolResult) -> None:
             call = calls[i]
             text, budget_meta = ctxmod.budget_tool_output(
                 result.text, self.settings.tool_output_tokens, workspace=self.workspace,
