@@ -312,7 +312,10 @@ def _stream_class() -> type:
             events = super()._iter_events()
             for sse in events:
                 if sse.data.startswith("[DONE]"):
-                    for _ in events:
+                    try:
+                        for _ in events:
+                            pass
+                    except Exception:  # noqa: BLE001 - the answer is whole: a broken tail costs the connection only
                         pass
                 yield sse
 

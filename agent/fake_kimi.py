@@ -122,8 +122,9 @@ class Fault:
     """A failure. ``status`` >= 400: an error response ``{"error": {"type", "message"}}`` with
     ``headers``. ``status`` 200 with ``cut_after_chunks``: stream ``turn`` for that many chunks,
     then end the body without ``finish_reason`` (``clean``; after an error event when ``error_type``
-    is set) or drop the connection. ``delay`` is slept
-    first (a slow server: pair it with a short client timeout).
+    is set) or drop the connection. ``drop_after_done``: stream ``turn`` whole, ``[DONE]`` included,
+    then drop the connection before the body's last chunk (a proxy that resets early). ``delay`` is
+    slept first (a slow server: pair it with a short client timeout).
     """
 
     status: int
@@ -134,6 +135,7 @@ class Fault:
     delay: float = 0.0
     clean: bool = False
     turn: Turn | None = None
+    drop_after_done: bool = False
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = None, *, in_message: float | None = None) -> Fault:
@@ -747,7 +749,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fake.chunk_delay)
         else:
             self.wfile.write(b"".join(framed))
-        if cut is None or item.clean:
+        if (cut is None or item.clean) and not (isinstance(item, Fault) and item.drop_after_done):
             self.wfile.write(b"0\r\n\r\n")  # a well-formed end of the body
             return
         # A broken stream: the chunks so far, then the connection drops before the body ends.

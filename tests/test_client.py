@@ -183,6 +183,19 @@ def test_one_connection_serves_every_request():
         assert fake.request_count == 3 and fake.connections == 1
 
 
+def test_a_connection_dropped_after_done_does_not_retry_a_whole_answer():
+    """Reading past [DONE] only returns the connection to the pool: a server that resets it there
+    has still sent the whole answer, which must be used, not asked for (and paid for) again."""
+    turn = Turn(content="whole", tool_calls=[ToolCallSpec("read_file", {"path": "x"})])
+    with FakeKimi([Fault(200, turn=turn, drop_after_done=True), Turn(content="second")]) as fake:
+        client = make_client(fake)
+        got = client.complete([USER], TOOLS, session_id="s")
+        assert got.content == "whole" and [c.name for c in got.tool_calls] == ["read_file"]
+        assert fake.request_count == 1
+        assert client.complete([USER], TOOLS, session_id="s").content == "second"  # a new connection
+        assert fake.connections == 2
+
+
 def test_thinking_disabled_and_providers_without_the_field():
     with FakeKimi([Turn(content="a")]) as fake:
         make_client(fake, thinking=False).complete([USER], session_id="s")
