@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # benchmarks/ is not an installed package
 
-from benchmarks.swebench import grading, repos  # noqa: E402
+from benchmarks.swebench import grading, logparse, repos  # noqa: E402
 from benchmarks.swebench.errors import BenchError, EnvBuildError  # noqa: E402
 from benchmarks.swebench.oracle import OraclePolicy, hunk_edits  # noqa: E402
 from benchmarks.swebench import patches  # noqa: E402
@@ -126,27 +126,107 @@ def test_oracle_edits_are_unique_and_rebuild_the_gold_result(task_set, tmp_path:
     assert all(t.reasoning for t in policy.turns)  # thinking mode requires reasoning on tool turns
 
 
-def test_pytest_rA_parsing_and_judging() -> None:
-    out = (
-        "\x1b[32mPASSED\x1b[0m tests/t.py::test_a\n"
-        "FAILED tests/t.py::test_b - assert [1] == [2]\n"
-        "FAILED tests/t.py::test_c[x - y] - AssertionError: boom\n"
-        "PASSED tests/t.py::test_d[1 2]\n"
-        "XFAIL tests/t.py::test_e - known\n"
-        "PASSED tests/t.py::test_f\n"
-        "ERROR tests/t.py::test_f - teardown failed\n"
-        "SKIPPED [1] tests/t.py:9: no network\n"
-    )
-    statuses = grading.parse_pytest_rA(out)
-    assert statuses == {"tests/t.py::test_a": "PASSED", "tests/t.py::test_b": "FAILED",
-                        "tests/t.py::test_c[x - y]": "FAILED", "tests/t.py::test_d[1 2]": "PASSED",
-                        "tests/t.py::test_e": "XFAIL", "tests/t.py::test_f": "ERROR"}
+LOGS = {
+ "pytest": (
+    "PASSED tests/t.py::test_a\n"
+    "FAILED tests/t.py::test_b - assert [1] == [2]\n"
+    "FAILED tests/t.py::test_c[x - y] - AssertionError: boom\n"
+    "PASSED tests/t.py::test_d[1 2]\n"
+    "XFAIL tests/t.py::test_e - known\n"
+    "XPASS tests/t.py::test_x\n"
+    "PASSED tests/t.py::test_f\n"
+    "ERROR tests/t.py::test_f - teardown failed\n"
+    "SKIPPED [1] tests/t.py:9: no network\n"
+    "SKIPPED tests/t.py::test_g\n"
+    "PASSED\n"),
+ "options": (
+    "PASSED tests/test_r.py::test_path[/tmp/abc/def/file.txt]\n"
+    "PASSED tests/test_r.py::test_url[//host/x]\n"
+    "FAILED tests/test_r.py::test_glob[/a/*.py] - boom\n"
+    "PASSED tests/test_r.py::test_plain\n"),
+ "v2": (
+    "\x1b[32mPASSED\x1b[0m astropy/t.py::test_a[x y]\n"
+    "FAILED astropy/t.py::test_b[1 - 2] - AssertionError\n"
+    "astropy/t.py::test_old PASSED\n"
+    "SKIPPED [2] astropy/t.py:3: why\n"),
+ "matplotlib": "PASSED lib/t.py::test_click[MouseButton.LEFT]\nFAILED lib/t.py::test_r[MouseButton.RIGHT] - x\n",
+ "seaborn": "tests/test_a.py::test_one PASSED [ 10%]\nFAILED tests/test_a.py::test_two - boom\nPASSED tests/test_a.py::test_three\n",
+ "sympy": (
+    "test_basic ok\n"
+    "test_broken F\n"
+    "test_error E\n"
+    "________________ sympy/core/tests/test_basic.py:test_broken ________________\n"
+    "  not a test ok\n"),
+ "django": (
+    "test_one (app.tests.T) ... ok\n"
+    "test_two (app.tests.T) ... FAIL\n"
+    "test_three (app.tests.T) ... ERROR\n"
+    "test_four (app.tests.T) ... skipped 'no db'\n"
+    "test_five (app.tests.T) ... printed something\n"
+    "ok\n"
+    "test_six (app.tests.T) ... System check identified no issues (0 silenced)\n"
+    "ok\n"
+    "FAIL: test_seven (app.tests.T)\n"
+    "ERROR: test_eight (app.tests.U)\n"),
+}
+
+# What SWE-bench's parsers (swebench.harness.log_parsers.python, 5.0.2) give for LOGS: checked
+# against that package once, pinned here. Note the cut ids: "test_c[x", "test_d[1".
+PARSED = {
+    "pytest": {"tests/t.py::test_a": "PASSED", "tests/t.py::test_b": "FAILED", "tests/t.py::test_c[x": "FAILED",
+               "tests/t.py::test_d[1": "PASSED", "tests/t.py::test_e": "XFAIL", "tests/t.py::test_f": "ERROR",
+               "tests/t.py::test_g": "SKIPPED"},
+    "options": {"tests/test_r.py::test_path[/file.txt]": "PASSED", "tests/test_r.py::test_url[//host/x]": "PASSED",
+                "tests/test_r.py::test_glob[/a/*.py]": "FAILED", "tests/test_r.py::test_plain": "PASSED"},
+    "v2": {"astropy/t.py::test_a[x y]": "PASSED", "astropy/t.py::test_b[1": "FAILED", "astropy/t.py::test_old": "PASSED"},
+    "matplotlib": {"lib/t.py::test_click[1]": "PASSED", "lib/t.py::test_r[3]": "FAILED"},
+    "seaborn": {"tests/test_a.py::test_one": "PASSED", "tests/test_a.py::test_two": "FAILED",
+                "tests/test_a.py::test_three": "PASSED"},
+    "sympy": {"sympy/core/tests/test_basic.py:test_broken": "FAILED", "test_basic": "PASSED", "test_broken": "FAILED",
+              "test_error": "ERROR"},
+    "django": {"test_one (app.tests.T)": "PASSED", "test_two (app.tests.T)": "FAILED",
+               "test_three (app.tests.T)": "ERROR", "test_four (app.tests.T)": "SKIPPED",
+               "test_five (app.tests.T)": "PASSED", "test_six (app.tests.T)": "PASSED", "test_seven": "FAILED",
+               "test_eight": "ERROR"},
+}
+PARSERS = {"pytest": logparse.pytest_plain, "options": logparse.pytest_options, "v2": logparse.pytest_v2,
+           "matplotlib": logparse.matplotlib, "seaborn": logparse.seaborn, "sympy": logparse.sympy,
+           "django": logparse.django}
+
+
+@pytest.mark.parametrize("kind", sorted(PARSED))
+def test_logs_parse_as_swebench_parses_them(kind: str) -> None:
+    assert PARSERS[kind](LOGS[kind]) == PARSED[kind]
+
+
+def test_each_repository_gets_swebench_parser() -> None:
+    assert logparse.parser_for("psf/requests") is logparse.pytest_options
+    assert logparse.parser_for("django/django") is logparse.django
+    assert logparse.parser_for("sympy/sympy") is logparse.sympy
+    assert logparse.parser_for("scikit-learn/scikit-learn") is logparse.pytest_v2
+    assert logparse.parser_for("someone/else") is logparse.pytest_plain
+    assert len(logparse.BY_REPO) == 18
+
+
+def test_judging_follows_swebench_rules() -> None:
+    statuses = logparse.pytest_plain(LOGS["pytest"])
+    # The dataset holds the cut id of a parametrised test with a space: it matches, so resolved.
     task = Task("i", "a/b", "0", "", "", "", ["tests/t.py::test_a", "tests/t.py::test_e"],
-                ["tests/t.py::test_d[1 2]"], "1", "0")
-    assert grading.judge(task, statuses).resolved
+                ["tests/t.py::test_d[1", "tests/t.py::test_g"], "1", "0")
+    assert grading.judge(task, statuses).resolved  # a skipped PASS_TO_PASS test is no regression
+    f2p_skipped = Task("i", "a/b", "0", "", "", "", ["tests/t.py::test_g"], [], "1", "0")
+    assert grading.judge(f2p_skipped, statuses).fail_to_pass_failed == ["tests/t.py::test_g"]
     task.pass_to_pass.append("tests/t.py::test_missing")  # absent from the output: failed
     graded = grading.judge(task, statuses)
     assert not graded.resolved and graded.pass_to_pass_failed == ["tests/t.py::test_missing"]
+    xpass = Task("i", "a/b", "0", "", "", "", ["tests/t.py::test_x"], [], "1", "0")
+    assert not grading.judge(xpass, statuses).resolved  # XPASS is not a result SWE-bench reads
+    # A dataset id truncated inside its brackets matches the ids it starts, if they agree.
+    cut = {"t.py::test_p[log(photon-1]": "PASSED", "t.py::test_p[log(photon-2]": "PASSED", "t.py::test_q[a-1]": "PASSED",
+           "t.py::test_q[a-2]": "FAILED"}
+    trunc = Task("i", "a/b", "0", "", "", "", ["t.py::test_p[log(photon"], ["t.py::test_q[a"], "1", "0")
+    assert grading.judge(trunc, cut).fail_to_pass_failed == [] and grading.judge(trunc, cut).pass_to_pass_failed == [
+        "t.py::test_q[a"]
 
 
 def test_eval_tree_resets_test_files_the_agent_touched(task_set, tmp_path: Path) -> None:

@@ -2,65 +2,24 @@
 ``test_patch`` reset to the base commit and the test patch applied, the test command run on those
 files, and the task resolved only if every FAIL_TO_PASS and PASS_TO_PASS test passes.
 
-Per-test statuses come from pytest's ``-rA`` short summary (``PASSED tests/x.py::t``, ``FAILED
-tests/x.py::t - msg``...); a test missing from the output counts as failed, as in SWE-bench.
+Per-test statuses come from the test log, read by the repository's SWE-bench parser (logparse.py),
+and are judged by SWE-bench's rules: a FAIL_TO_PASS test must pass (PASSED or XFAIL), a
+PASS_TO_PASS test must pass or be skipped, and a test missing from the log has failed; a dataset id
+cut inside its parameters (SWE-bench issue 290) matches the ids it starts, when they agree.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import containers, repos
+from . import containers, logparse, repos
 from .errors import BenchError
 from .patches import test_directives, touched_files
 from .recipes import Recipe
 from .records import Task
-
-STATUSES = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
-PASSING = ("PASSED", "XFAIL")
-_LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s+(.*)$")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _test_id(rest: str) -> str:
-    """The test id at the start of a summary line's rest. A parametrized id may hold spaces (and
-    " - ") inside its brackets; the failure message comes after the bracket that closes them."""
-    rest = rest.strip()
-    head = rest.split(" ", 1)[0]
-    if "[" not in head:
-        return head
-    depth = 0
-    for i in range(rest.index("["), len(rest)):
-        depth += rest[i] == "["
-        depth -= rest[i] == "]"
-        if depth == 0:
-            return rest[: i + 1]
-    return head
-
-
-def parse_pytest_rA(output: str) -> dict[str, str]:
-    """Test id -> status from pytest -rA output (the last status wins: ERROR at teardown after PASSED)."""
-    statuses: dict[str, str] = {}
-    for raw in output.splitlines():
-        line = _ANSI.sub("", raw).rstrip()
-        m = _LINE.match(line)
-        if not m:
-            continue
-        status, rest = m.groups()
-        if status == "SKIPPED" and rest.startswith("["):  # "SKIPPED [1] file:12: reason"
-            continue
-        test = _test_id(rest)
-        if not test:
-            continue
-        if statuses.get(test) in ("FAILED", "ERROR") and status == "PASSED":
-            continue
-        statuses[test] = status
-    return statuses
-
 
 @dataclass
 class Grade:
@@ -72,10 +31,25 @@ class Grade:
     detail: str | None = None
 
 
+PASSING = ("PASSED", "XFAIL")
+
+
+def _lookup(test: str, statuses: dict[str, str]) -> str | None:
+    """The status of ``test``: its own, or, for an id cut inside its brackets, that of the ids it
+    starts when they all pass or all fail (SWE-bench's fallback for its truncated ids)."""
+    if test in statuses:
+        return statuses[test]
+    if test.count("[") > test.count("]"):
+        found = [status for name, status in statuses.items() if name.startswith(test)]
+        if found and len({status in PASSING for status in found}) == 1:
+            return found[0]
+    return None
+
+
 def judge(task: Task, statuses: dict[str, str]) -> Grade:
-    """Resolved iff all FAIL_TO_PASS and all PASS_TO_PASS tests pass (PASSED or XFAIL)."""
-    f2p = [t for t in task.fail_to_pass if statuses.get(t) not in PASSING]
-    p2p = [t for t in task.pass_to_pass if statuses.get(t) not in PASSING]
+    """Resolved iff every FAIL_TO_PASS test passes and every PASS_TO_PASS test passes or is skipped."""
+    f2p = [t for t in task.fail_to_pass if _lookup(t, statuses) not in PASSING]
+    p2p = [t for t in task.pass_to_pass if _lookup(t, statuses) not in (*PASSING, "SKIPPED")]
     ok = not f2p and not p2p
     return Grade(ok, "resolved" if ok else "unresolved", f2p, p2p, statuses)
 
@@ -123,7 +97,7 @@ def grade(client: Any, task: Task, recipe: Recipe, image: str, mirror: Path, mod
     if "KIMI-BENCH-INSTALL-FAILED" in run.output:
         return Grade(False, "error", list(task.fail_to_pass), list(task.pass_to_pass),
                      detail="task_install failed before the tests"), run.output
-    result = judge(task, parse_pytest_rA(run.output))
+    result = judge(task, logparse.parser_for(task.repo)(run.output))
     if not result.statuses:
         result.detail = f"no test results in the output (exit {run.exit_code})"
     return result, run.output
