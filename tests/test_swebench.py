@@ -327,9 +327,33 @@ def test_oracle_resolves_valid_tasks(oracle_run) -> None:
         r = results[iid]
         assert (r["status"], r["resolved"], r["agent_status"], r["exit_code"]) == ("resolved", True, "success", 0), r
         assert r["steps"] == steps and r["fail_to_pass_failed"] == [] and r["pass_to_pass_failed"] == []
-        assert r["tokens"]["prompt"] > 0 and 0 < r["cached_share"] < 1 and r["patch_lines"] > 0
+        assert r["tokens"]["prompt"] > 0 and 0 < r["cached_share"] < 1 and r["patch_lines"] > 0 and r["cost"] == 0
     # Non-TTY output is a plain table with the totals line.
     assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 2/4 (50%)" in proc.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_predictions_file_follows_swebench_format(oracle_run, task_set, tmp_path: Path) -> None:
+    """SWE-bench's documented predictions format: one JSON object per line with exactly
+    instance_id, model_name_or_path and model_patch (a diff git can apply to the base commit)."""
+    proc, results = oracle_run
+    path = Path(proc.args[proc.args.index("--out") + 1]).with_name("results.predictions.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(p["instance_id"] for p in lines) == sorted(results)
+    for pred in lines:
+        assert set(pred) == {"instance_id", "model_name_or_path", "model_patch"}
+        assert all(isinstance(v, str) for v in pred.values()) and pred["model_name_or_path"] == "kimi-code/oracle"
+    repos_dir, _, records = task_set
+    by_id = {p["instance_id"]: p for p in lines}
+    gold = next(r for r in records if r["instance_id"] == "calc__calc-1")
+    work = tmp_path / "apply"
+    subprocess.run(["git", "clone", "-q", str(repos_dir / "kimi-test+calc"), str(work)], check=True)
+    subprocess.run(["git", "checkout", "-q", gold["base_commit"]], cwd=work, check=True)
+    subprocess.run(["git", "apply", "--check", "-"], cwd=work, input=by_id["calc__calc-1"]["model_patch"], text=True,
+                   check=True)
+    assert by_id["calc__calc-noenv"]["model_patch"] == ""  # no environment: nothing was done
+    assert all(r["cost"] == 0 for r in results.values())  # the oracle costs nothing
 
 
 @pytest.mark.docker

@@ -37,6 +37,8 @@ def run(
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle trusted by environment builds and the agent's sandbox."),
     network: bool = typer.Option(False, "--network/--no-network", help="Network in the agent's sandbox (environment builds always have it)."),
     out: Path = typer.Option(Path("results.jsonl"), "--out", help="Results JSONL (one line per task)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="SWE-bench predictions JSONL for the official harness (default: beside --out, NAME.predictions.jsonl)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="model_name_or_path in the predictions (default: kimi-code/MODEL)."),
     work_dir: Path = typer.Option(Path(".swebench-work"), "--work-dir", help="Mirrors, checkouts, logs and session state."),
     env_timeout: float = typer.Option(3600, "--env-timeout", help="Seconds allowed to build one environment."),
     test_timeout: float = typer.Option(1800, "--test-timeout", help="Seconds allowed for grading one task's tests."),
@@ -53,7 +55,8 @@ def run(
                     ca_bundle=ca_bundle.resolve() if ca_bundle else None, network=network,
                     repos_dir=repos_dir.resolve() if repos_dir else None, workers=workers,
                     env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees)
-    writer = ResultsWriter(out)
+    predictions = predictions or out.with_name(out.stem + ".predictions.jsonl")
+    writer = ResultsWriter(out, predictions, model_name or f"kimi-code/{model}")
 
     def progress(result) -> None:  # type: ignore[no-untyped-def]
         writer.write(result)
@@ -64,7 +67,7 @@ def run(
     finally:
         writer.close()
     print_summary(results)
-    typer.echo(f"results: {out}", err=True)
+    typer.echo(f"results: {out}; predictions (SWE-bench format): {predictions}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -127,6 +127,15 @@ class TaskResult:
     fail_to_pass_failed: list[str] = field(default_factory=list)
     pass_to_pass_failed: list[str] = field(default_factory=list)
     error: str | None = None
+    # The agent's diff against the base commit: written to the predictions file, not the results.
+    model_patch: str = field(default="", repr=False)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        data = asdict(self)
+        data.pop("model_patch")
+        return json.dumps(data, ensure_ascii=False)
+
+    def prediction(self, model_name: str) -> str:
+        """One line of SWE-bench's predictions format, for its official harness."""
+        return json.dumps({"instance_id": self.instance_id, "model_name_or_path": model_name,
+                           "model_patch": self.model_patch}, ensure_ascii=False)

@@ -11,21 +11,32 @@ from .records import TaskResult
 
 
 class ResultsWriter:
-    """Appends one JSON line per finished task (flushed at once: a long run can be watched with tail -f)."""
+    """Appends one JSON line per finished task (flushed at once: a long run can be watched with
+    tail -f), and, with ``predictions``, the task's patch in SWE-bench's predictions format."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, predictions: Path | None = None, model_name: str = "kimi-code") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fh = open(path, "w", encoding="utf-8")
+        self._pred = None
+        if predictions is not None:
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            self._pred = open(predictions, "w", encoding="utf-8")
+        self.model_name = model_name
         self._lock = threading.Lock()
 
     def write(self, result: TaskResult) -> None:
         with self._lock:
             self._fh.write(result.to_json() + "\n")
             self._fh.flush()
+            if self._pred is not None:
+                self._pred.write(result.prediction(self.model_name) + "\n")
+                self._pred.flush()
 
     def close(self) -> None:
         self._fh.close()
+        if self._pred is not None:
+            self._pred.close()
 
 
 def _row(r: TaskResult) -> list[str]:

@@ -222,11 +222,13 @@ class BenchRunner:
         tokens = summary.get("tokens") or {}
         result.tokens = {k: int(tokens.get(k) or 0) for k in ("prompt", "cached", "completion")}
         result.cached_share = float(tokens.get("cached_share") or 0.0)
-        result.cost = float(summary.get("cost") or 0.0)
+        # The oracle's "model" is the gold patch through a local fake server: it costs nothing.
+        result.cost = 0.0 if cfg.oracle else float(summary.get("cost") or 0.0)
         # kimi-code writes --patch-out when it ends; one killed at the harness timeout doesn't, and its
         # work is still graded, from the work tree.
         patch = patch_file.read_text() if patch_file.exists() else repos.work_tree_diff(workspace)
         result.patch_lines = patch.count("\n")
+        result.model_patch = patch
         ended = _agent_status(code, summary)
         if ended and not summary and code is not None:
             result.status = "error"
