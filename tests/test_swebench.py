@@ -422,3 +422,53 @@ def test_oracle_edits_files_with_crlf_endings_and_unicode_line_separators() -> N
     edits, result = planned
     assert result == "a\r\nB\r\nc \u2028 d\r\n"
     assert all(text.count(old) == 1 for old, _ in edits)
+
+
+def test_checkout_carries_the_nearest_tag_and_nothing_later(tmp_path: Path) -> None:
+    """setuptools_scm and versioneer read `git describe`: a depth-1 checkout without tags gives
+    0.1.dev1 (pytest's minversion then refuses to start); later history stays out of reach."""
+    src = tmp_path / "src"
+    src.mkdir()
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    commits = []
+    for i, tag in enumerate(["v1.0", "v1.1", None, "v2.0"]):
+        (src / "f.txt").write_text(f"{i}\n")
+        subprocess.run(["git", *repos.GIT_ID, "-C", str(src), "add", "."], check=True)
+        subprocess.run(["git", *repos.GIT_ID, "-C", str(src), "commit", "-qm", f"c{i}"], check=True)
+        commits.append(subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                      check=True).stdout.strip())
+        if tag:
+            subprocess.run(["git", "-C", str(src), "tag", tag], check=True)
+    dest = repos.checkout(src, commits[2], tmp_path / "co")
+    describe = subprocess.run(["git", "-C", str(dest), "describe", "--tags"], capture_output=True, text=True)
+    assert describe.stdout.strip() == "v1.1"
+    assert subprocess.run(["git", "-C", str(dest), "tag"], capture_output=True, text=True).stdout.split() == ["v1.1"]
+    assert subprocess.run(["git", "-C", str(dest), "cat-file", "-e", commits[3]]).returncode != 0
+    untagged = tmp_path / "plain"
+    subprocess.run(["git", "init", "-q", str(untagged)], check=True)
+    (untagged / "a").write_text("a\n")
+    subprocess.run(["git", *repos.GIT_ID, "-C", str(untagged), "add", "."], check=True)
+    subprocess.run(["git", *repos.GIT_ID, "-C", str(untagged), "commit", "-qm", "a"], check=True)
+    head = subprocess.run(["git", "-C", str(untagged), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert subprocess.run(["git", "-C", str(repos.checkout(untagged, head, tmp_path / "co2")), "tag"],
+                          capture_output=True, text=True).stdout == ""
+
+
+def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> None:
+    from benchmarks.swebench.environment import build_script
+    from benchmarks.swebench.recipes import REINSTALL, Recipe
+
+    recipe = Recipe(packages=("pytest",), pre_install=("echo pre",), env=(("SETUPTOOLS_SCM_PRETEND_VERSION", "7.4.0"),))
+    script = build_script(recipe, ca=False)
+    export = script.index("export SETUPTOOLS_SCM_PRETEND_VERSION=7.4.0")
+    assert export < script.index("echo pre") and export < script.index("pip install -e .")
+    # An editable install is repeated offline in each checkout, best effort; a recipe's own
+    # task_install replaces it and must succeed; no editable install, nothing to repeat.
+    assert recipe.checkout_install == (REINSTALL, False)
+    assert Recipe(task_install="make gen").checkout_install == ("make gen", True)
+    assert Recipe(install="python -m pip install .").checkout_install is None
+    task = Task("i", "a/b", "0", "", "", "diff --git a/tests/t.py b/tests/t.py\n--- a/tests/t.py\n+++ b/tests/t.py\n"
+                "@@ -1 +1 @@\n-x\n+y\n", [], [], "1", "0")
+    best_effort = grading.test_script(recipe, task)
+    assert REINSTALL in best_effort and "KIMI-BENCH-INSTALL-FAILED" not in best_effort
+    assert "KIMI-BENCH-INSTALL-FAILED" in grading.test_script(Recipe(task_install="make gen"), task)

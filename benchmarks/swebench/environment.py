@@ -24,6 +24,8 @@ from .recipes import Recipe
 IMAGE_REPO = "kimi-code-bench-env"
 VENV_ROOT = "/opt/kimi-bench"
 VENV = f"{VENV_ROOT}/venv"
+# Part of every image's tag: a change to build_script that changes what an image holds bumps it.
+BUILD_SCRIPT_VERSION = "2"
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 
@@ -56,7 +58,7 @@ def base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
 def image_tag(client: Any, spec: EnvSpec) -> str:
     """The environment's tag: a hash of everything that goes into the image."""
     base_id, _ = base_image_id(client, spec.base_image)
-    key = "\0".join([base_id, spec.repo, spec.setup_commit, spec.recipe.to_json()])
+    key = "\0".join([base_id, spec.repo, spec.setup_commit, spec.recipe.to_json(), BUILD_SCRIPT_VERSION])
     return f"{IMAGE_REPO}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -67,6 +69,7 @@ def build_script(recipe: Recipe, ca: bool) -> str:
     if ca:
         lines.append(containers.ca_prelude(True).rstrip("\n"))
     lines.append("cd /workspace")
+    lines += [f"export {k}={q(v)}" for k, v in recipe.env]  # the build sees the recipe's variables too
     lines += [f"echo '+ pre_install: '{q(cmd)}\n{cmd}" for cmd in recipe.pre_install]
     want = recipe.python or ""
     lines += [
@@ -82,6 +85,9 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
         "python --version",
     ]
+    if recipe.checkout_install is not None and not recipe.task_install:
+        # What the offline re-install in each checkout builds with (--no-build-isolation).
+        lines.append("python -m pip install -q setuptools wheel")
     if recipe.packages:
         lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
     for req in recipe.requirements:

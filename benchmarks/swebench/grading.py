@@ -58,9 +58,12 @@ def test_script(recipe: Recipe, task: Task) -> str:
     """The shell script run in the environment image over the graded checkout."""
     files = " ".join(shlex.quote(f) for f in test_directives(task.test_patch))
     lines = ["cd /workspace"]
-    if recipe.task_install:
-        lines.append(f"{{ {recipe.task_install} ; }} > /tmp/task-install.log 2>&1 || "
-                     "{ cat /tmp/task-install.log; echo KIMI-BENCH-INSTALL-FAILED; exit 91; }")
+    install = recipe.checkout_install
+    if install is not None:
+        command, required = install
+        failed = ("{ cat /tmp/task-install.log; echo KIMI-BENCH-INSTALL-FAILED; exit 91; }" if required
+                  else "echo 'kimi-bench: the offline re-install failed; the image install is used' >&2")
+        lines.append(f"{{ {command} ; }} > /tmp/task-install.log 2>&1 || {failed}")
     lines.append(f"{recipe.test_cmd} {files}")
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,11 @@ from .errors import BenchError, EnvBuildError
 # What SWE-bench runs for pytest-based repositories (-rA: a status line for every test).
 PYTEST_CMD = "pytest -rA --tb=short -p no:cacheprovider"
 EDITABLE = "python -m pip install -e ."
+# Each task's checkout is installed again, offline and without dependencies, as SWE-bench re-runs
+# the install in every evaluation: an editable install of old setuptools keeps its metadata (egg-info,
+# entry points) in the source tree, which the environment image does not hold. Best effort: a
+# checkout that cannot be re-installed this way keeps the image's install.
+REINSTALL = "python -m pip install -q --no-deps --no-build-isolation --no-index -e ."
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,10 @@ class Recipe:
       commands run as root before anything else (apt-get, sed on the checkout...). install: run in
       the checkout at build time (an editable install there points at /workspace, hence at every
       task's checkout). task_install: run offline in each task's checkout before the agent and
-      before grading (for packages that generate files into the source tree, e.g. a _version.py).
+      before grading (for packages that generate files into the source tree, e.g. a _version.py);
+      without one, an editable install is repeated there (``REINSTALL``, best effort).
       test_cmd: the test command; the test files of test_patch are appended. env: variables set
-      in the image (seen by the agent's commands and by grading).
+      during the build and in the image (seen by the agent's commands and by grading).
     """
 
     python: str | None = None
@@ -45,6 +51,17 @@ class Recipe:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def checkout_install(self) -> tuple[str, bool] | None:
+        """What runs in each task's checkout before the agent and before grading, and whether its
+        failure fails the task: the recipe's task_install (it must work), else the offline
+        re-install of an editable install (best effort), else nothing."""
+        if self.task_install:
+            return self.task_install, True
+        if self.install and (" -e " in f" {self.install} " or "--editable" in self.install):
+            return REINSTALL, False
+        return None
 
     def with_overrides(self, override: dict[str, Any]) -> Recipe:
         known = {f.name for f in fields(self)}
@@ -83,18 +100,23 @@ def _table() -> dict[str, dict[str, Recipe]]:
     flask_pins_21 = ("click==8.1.3", "itsdangerous==2.1.2", "Jinja2==3.1.2", "MarkupSafe==2.1.1", "Werkzeug==2.3.7")
     add("pallets/flask", ["2.0"], Recipe(python="3.9", packages=("pytest",) + flask_pins_20))
     add("pallets/flask", ["2.1"], Recipe(python="3.10", packages=("pytest",) + flask_pins_21))
-    add("pallets/flask", ["2.2", "2.3"], Recipe(python="3.11", packages=("pytest",) + flask_pins_21))
+    # pytest 9 breaks flask 2.2/2.3's tests: their own pinned test requirements.
+    add("pallets/flask", ["2.2", "2.3"], Recipe(python="3.11", packages=flask_pins_21,
+                                                 requirements=("requirements/tests.txt",)))
     pydicom_python = {"1.0": "3.6", "1.1": "3.6", "1.2": "3.6", "1.3": "3.6", "1.4": "3.8", "2.0": "3.8",
                       "2.1": "3.9", "2.2": "3.9", "2.3": "3.10", "2.4": "3.11", "3.0": "3.11"}
     for version, py in pydicom_python.items():
         add("pydicom/pydicom", [version], Recipe(python=py, packages=("numpy", "pytest")))
     add("pvlib/pvlib-python", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"],
-        Recipe(python="3.9", packages=("pandas", "scipy", "jupyter", "ipython", "matplotlib", "pytest", "flake8"),
-               install="python -m pip install -e '.[all]'"))
+        # '.[all]' no longer resolves; numpy 2 and pandas 3 break these versions.
+        Recipe(python="3.9", packages=("numpy<2", "pandas<3", "scipy", "ephem", "numba", "matplotlib", "pytest"),
+               install="python -m pip install -e '.[test]'"))
     add("sqlfluff/sqlfluff",
         ["0.4", "0.5", "0.6", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "1.0", "1.1", "1.2", "1.3", "1.4", "2.0",
          "2.1", "2.2"],
-        Recipe(python="3.9", packages=("pytest",), requirements=("requirements_dev.txt",)))
+        # requirements_dev.txt pins types-pkg_resources, gone from PyPI: SWE-bench's substitute.
+        Recipe(python="3.9", packages=("pytest<9", "click<8.2"), requirements=("requirements_dev.txt",),
+               pre_install=("sed -i 's/^types-pkg_resources.*/types-setuptools/' requirements_dev.txt || true",)))
     add("pylint-dev/astroid",
         ["2.5", "2.6", "2.7", "2.8", "2.9", "2.10", "2.12", "2.13", "2.14", "2.15", "2.16", "3.0"],
         Recipe(python="3.9", packages=("pytest",)))
@@ -128,7 +150,8 @@ def _table() -> dict[str, dict[str, Recipe]]:
         extra = build if any(p.startswith("setuptools==") for p in pins) else ("setuptools<70",) + build
         add("pytest-dev/pytest", [version], Recipe(
             python="3.9", packages=pins + extra,
-            task_install="python -m pip install --no-deps --no-build-isolation --no-index -e ."))
+            task_install="python -m pip install --no-deps --no-build-isolation --no-index -e .",
+            env=(("SETUPTOOLS_SCM_PRETEND_VERSION", f"{version}.0"),)))
     return t
 
 

@@ -1,7 +1,10 @@
 """Repository preparation: one local mirror per repository, a fresh history-less checkout per use.
 
 A checkout holds only ``base_commit`` (fetched at depth 1 from the mirror), so the agent cannot
-find the fix in later history, and the mirror is shared by every task of the repository.
+find the fix in later history, and the mirror is shared by every task of the repository. It gets
+the name of the nearest tag reachable from that commit, on that commit: version tools that read
+``git describe`` (setuptools_scm, versioneer) then give the release the code is from rather than
+``0.1.dev1``, which fails ``minversion`` checks and ``pkg>=X`` requirements.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ def checkout(mirror: Path, commit: str, dest: Path) -> Path:
         raise BenchError(f"commit {commit[:12]} not found in {mirror}: "
                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     git("checkout", "-q", "-B", "kimi-bench", "FETCH_HEAD", cwd=dest)
+    nearest = git("describe", "--tags", "--abbrev=0", commit, cwd=mirror, check=False)
+    if nearest.returncode == 0 and nearest.stdout.strip():
+        git("tag", nearest.stdout.strip(), "HEAD", cwd=dest, check=False)
     return dest
 
 

@@ -248,14 +248,22 @@ class BenchRunner:
             result.error = f"the agent stopped: {summary.get('summary') or ended}"[:500]
 
     def _task_install(self, recipe: Recipe, image: str, workspace: Path) -> None:
-        if not recipe.task_install:
+        install = recipe.checkout_install
+        if install is None:
             return
-        run = containers.run_and_remove(self.client, image, f"cd /workspace && {recipe.task_install}",
+        command, required = install
+        run = containers.run_and_remove(self.client, image, f"cd /workspace && {command}",
                                         workspace=workspace, network=False, user=containers.owner_of(workspace),
                                         timeout=self.cfg.env_timeout, name_hint="task-install")
         if run.exit_code != 0:
             tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
-            raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
+            if required:
+                raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
+            self.on_notice(f"the offline re-install failed in the checkout (the image's install is used): "
+                           f"{tail[0][:200]}")
+            repos.git("checkout", "-q", "--", ".", cwd=workspace)
+            repos.git("clean", "-q", "-fd", cwd=workspace)
+            return
         # The checkout is the agent's starting point: install artifacts stay out of its diff.
         repos.git("add", "-A", cwd=workspace)
         repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
