@@ -84,8 +84,10 @@ def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_
     assert recipe_for("pallets/flask", "2.3").python == "3.11"
     assert recipe_for("pydicom/pydicom", "1.4").python == "3.8"
     assert recipe_for("pytest-dev/pytest", "7.4").task_install  # _version.py is generated per checkout
-    with pytest.raises(EnvBuildError, match="no install recipe for django/django 3.0.*known repositories"):
-        recipe_for("django/django", "3.0")  # guessing would grade every such task unresolved
+    with pytest.raises(EnvBuildError, match="no install recipe for scikit-learn/scikit-learn 0.20.*known repositories"):
+        recipe_for("scikit-learn/scikit-learn", "0.20")  # guessing would grade every such task unresolved
+    with pytest.raises(EnvBuildError, match="no install recipe for django/django 1.9: add one to benchmarks/swebench/recipes.py or give the task an env_recipe$"):
+        recipe_for("django/django", "1.9")  # a known repository, an unknown version
     assert recipe_for("unknown/repo", "1.0", {"install": "make"}).packages == ("pytest",)
     base = recipe_for("psf/requests", "2.0")
     changed = recipe_for("psf/requests", "2.0", {"packages": ["pytest", "httpbin"], "env": {"A": "1"}})
@@ -472,3 +474,18 @@ def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> 
     best_effort = grading.test_script(recipe, task)
     assert REINSTALL in best_effort and "KIMI-BENCH-INSTALL-FAILED" not in best_effort
     assert "KIMI-BENCH-INSTALL-FAILED" in grading.test_script(Recipe(task_install="make gen"), task)
+
+
+def test_django_and_sympy_run_their_own_runners() -> None:
+    patch = ("diff --git a/tests/auth_tests/test_validators.py b/tests/auth_tests/test_validators.py\n"
+             "--- a/tests/auth_tests/test_validators.py\n+++ b/tests/auth_tests/test_validators.py\n@@ -1 +1 @@\n-a\n+b\n"
+             "diff --git a/docs/x.txt b/docs/x.txt\n--- a/docs/x.txt\n+++ b/docs/x.txt\n@@ -1 +1 @@\n-a\n+b\n")
+    assert patches.test_directives(patch, "django/django") == ["auth_tests.test_validators"]
+    assert patches.test_directives(patch) == ["tests/auth_tests/test_validators.py"]
+    django = recipe_for("django/django", "3.0")
+    task = Task("django__django-1", "django/django", "0", "", "", patch, [], [], "3.0", "0")
+    assert grading.test_script(django, task).splitlines()[-1] == (
+        "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1 auth_tests.test_validators")
+    assert ("LANG", "C.UTF-8") in django.env and "tests/requirements/py3.txt" in django.requirements
+    sympy = recipe_for("sympy/sympy", "1.12")
+    assert sympy.test_cmd.endswith("bin/test -C --verbose") and logparse.parser_for("sympy/sympy") is logparse.sympy

@@ -56,7 +56,7 @@ def judge(task: Task, statuses: dict[str, str]) -> Grade:
 
 def test_script(recipe: Recipe, task: Task) -> str:
     """The shell script run in the environment image over the graded checkout."""
-    files = " ".join(shlex.quote(f) for f in test_directives(task.test_patch))
+    files = " ".join(shlex.quote(f) for f in test_directives(task.test_patch, task.repo))
     lines = ["cd /workspace"]
     install = recipe.checkout_install
     if install is not None:

@@ -122,7 +122,11 @@ def touched_files(patch: str) -> list[str]:
     return list(seen)
 
 
-def test_directives(test_patch: str) -> list[str]:
-    """The files of a test patch the test command is given (SWE-bench's "test directives")."""
-    return [fp.new_path for fp in parse_patch(test_patch)
-            if fp.new_path and not fp.new_path.endswith(NON_TEST_EXTS)]
+def test_directives(test_patch: str, repo: str = "") -> list[str]:
+    """What the test command is given (SWE-bench's "test directives"): the test patch's files, and
+    for django the test modules they hold (``tests/a/test_b.py`` -> ``a.test_b``), as its
+    ``runtests.py`` takes them."""
+    files = [fp.new_path for fp in parse_patch(test_patch) if fp.new_path and not fp.new_path.endswith(NON_TEST_EXTS)]
+    if repo != "django/django":
+        return files
+    return [f.removesuffix(".py").removeprefix("tests/").replace("/", ".") for f in files]

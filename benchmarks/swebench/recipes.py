@@ -152,6 +152,21 @@ def _table() -> dict[str, dict[str, Recipe]]:
             python="3.9", packages=pins + extra,
             task_install="python -m pip install --no-deps --no-build-isolation --no-index -e .",
             env=(("SETUPTOOLS_SCM_PRETEND_VERSION", f"{version}.0"),)))
+    # django's own runner (SWE-bench's test_cmd); its test requirements at the setup commit. A UTF-8
+    # locale from the environment (C.UTF-8 is in every Debian image) instead of locale-gen.
+    django_cmd = "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1"
+    utf8 = (("LANG", "C.UTF-8"), ("LC_ALL", "C.UTF-8"), ("PYTHONIOENCODING", "utf8"))
+    for versions, py in ((["3.0", "3.1", "3.2"], "3.6"), (["4.0"], "3.8"), (["4.1", "4.2"], "3.9"),
+                         (["5.0", "5.1", "5.2"], "3.11")):
+        add("django/django", versions, Recipe(python=py, requirements=("tests/requirements/py3.txt",),
+                                              test_cmd=django_cmd, env=utf8))
+    # sympy's bin/test, verbose, colour off (the parser reads "test_x ok" lines).
+    sympy_cmd = "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
+    add("sympy/sympy", ["0.7", "1.0", "1.1", "1.2", "1.4", "1.5", "1.6", "1.7", "1.8", "1.9", "1.10", "1.11", "1.12"],
+        Recipe(python="3.9", packages=("mpmath==1.3.0", "flake8-comprehensions", "flake8"), test_cmd=sympy_cmd))
+    add("sympy/sympy", ["1.13", "1.14"],
+        Recipe(python="3.9", packages=("mpmath==1.3.0",), requirements=("requirements-dev.txt", "requirements-test.txt"),
+               test_cmd=sympy_cmd))
     return t
 
 

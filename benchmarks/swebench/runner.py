@@ -286,7 +286,8 @@ class BenchRunner:
 
         from .oracle import OraclePolicy
 
-        files = [f for f in test_directives(task.test_patch) if (workspace / f).is_file()]
+        files = [d for f, d in zip(test_directives(task.test_patch), test_directives(task.test_patch, task.repo))
+                 if (workspace / f).is_file()]
         test_cmd = f"{recipe.test_cmd} {' '.join(files)}".strip() if files else None
         policy = OraclePolicy(workspace, task.patch, test_cmd)
         if policy.problems:
