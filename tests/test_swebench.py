@@ -489,3 +489,21 @@ def test_django_and_sympy_run_their_own_runners() -> None:
     assert ("LANG", "C.UTF-8") in django.env and "tests/requirements/py3.txt" in django.requirements
     sympy = recipe_for("sympy/sympy", "1.12")
     assert sympy.test_cmd.endswith("bin/test -C --verbose") and logparse.parser_for("sympy/sympy") is logparse.sympy
+
+
+def test_python_versions_map_to_images_and_a_failed_python_download_is_named(tmp_path: Path) -> None:
+    from benchmarks.swebench.environment import PYTHON_FETCH_FAILED, build_script
+    from benchmarks.swebench.runner import RunConfig, parse_python_images
+
+    images = parse_python_images(["3.9=python:3.9-bookworm", "3.11 = my/py311"])
+    assert images == {"3.9": "python:3.9-bookworm", "3.11": "my/py311"}
+    cfg = RunConfig(work_dir=tmp_path, python_images=images)
+    assert cfg.base_image(recipe_for("psf/requests", "2.0")) == "python:3.9-bookworm"  # python 3.9
+    assert cfg.base_image(recipe_for("pallets/flask", "2.3")) == "my/py311"
+    assert cfg.base_image(recipe_for("pydicom/pydicom", "1.4")) == cfg.image  # 3.8: not mapped
+    with pytest.raises(BenchError, match="expected VERSION=IMAGE"):
+        parse_python_images(["python:3.9"])
+    script = build_script(recipe_for("pydicom/pydicom", "1.4"), ca=False)
+    assert f'{PYTHON_FETCH_FAILED} $want' in script and "exit 92" in script
+    proc = run_bench(["run", str(tmp_path / "t.jsonl"), "--python-image", "3.9"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "expected VERSION=IMAGE" in proc.stderr

@@ -10,7 +10,7 @@ import typer
 
 from .errors import BenchError
 from .records import load_tasks
-from .runner import DEFAULT_IMAGE, BenchRunner, RunConfig, parse_duration
+from .runner import DEFAULT_IMAGE, BenchRunner, RunConfig, parse_duration, parse_python_images
 
 app = typer.Typer(name="swebench", help="Run kimi-code on SWE-bench-format tasks and grade the results.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -34,6 +34,7 @@ def run(
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Per task: stop after this long (e.g. 30m)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Tasks run concurrently."),
     image: str = typer.Option(DEFAULT_IMAGE, "--image", help="Base image the environment images are built from."),
+    python_image: Optional[list[str]] = typer.Option(None, "--python-image", help="VERSION=IMAGE: build environments that need this Python from IMAGE, which has it (no uv download). Repeatable."),
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle trusted by environment builds and the agent's sandbox."),
     network: bool = typer.Option(False, "--network/--no-network", help="Network in the agent's sandbox (environment builds always have it)."),
     out: Path = typer.Option(Path("results.jsonl"), "--out", help="Results JSONL (one line per task)."),
@@ -47,6 +48,7 @@ def run(
     """Run the agent on each task, grade it like SWE-bench, write results and print a summary."""
     from .report import ResultsWriter, print_summary
 
+    python_images = parse_python_images(python_image or [])  # flags first, before any work
     wanted = [i.strip() for chunk in (ids or []) for i in chunk.split(",") if i.strip()]
     tasks = load_tasks(tasks_file, wanted or None)
     parse_duration(max_time)
@@ -54,7 +56,8 @@ def run(
                     max_steps=max_steps, max_cost=max_cost, max_time=max_time, image=image,
                     ca_bundle=ca_bundle.resolve() if ca_bundle else None, network=network,
                     repos_dir=repos_dir.resolve() if repos_dir else None, workers=workers,
-                    env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees)
+                    env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees,
+                    python_images=python_images)
     predictions = predictions or out.with_name(out.stem + ".predictions.jsonl")
     writer = ResultsWriter(out, predictions, model_name or f"kimi-code/{model}")
 

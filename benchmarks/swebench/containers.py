@@ -59,7 +59,8 @@ def ca_prelude(enabled: bool) -> str:
 
 
 def run_script(client: Any, image: str, script: str, *, workspace: Path, network: bool, user: str,
-               timeout: float, ca_bundle: Path | None = None, name_hint: str = "run") -> tuple[ContainerRun, Any]:
+               timeout: float, ca_bundle: Path | None = None, name_hint: str = "run",
+               env: dict[str, str] | None = None) -> tuple[ContainerRun, Any]:
     """Run ``bash -c script`` in a new container of ``image``; returns the run and the (stopped,
     not yet removed) container so the caller can commit it. The caller removes it."""
     import time
@@ -75,7 +76,7 @@ def run_script(client: Any, image: str, script: str, *, workspace: Path, network
     kwargs: dict[str, Any] = dict(
         command=["bash", "-c", script], name=f"kimi-code-bench-{name_hint}-{uuid.uuid4().hex[:8]}",
         labels={LABEL: "1"}, detach=True, init=True, user=user, working_dir=WORKSPACE, mounts=mounts,
-        environment={"HOME": "/tmp", "LANG": "C.UTF-8"}, mem_limit=os.environ.get("KIMI_BENCH_MEMORY", "8g"),
+        environment={"HOME": "/tmp", "LANG": "C.UTF-8", **(env or {})}, mem_limit=os.environ.get("KIMI_BENCH_MEMORY", "8g"),
     )
     if not network:
         kwargs["network_mode"] = "none"

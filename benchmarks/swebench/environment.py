@@ -10,6 +10,7 @@ task's own checkout when the agent's sandbox or the grader mounts it.
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 import threading
@@ -24,6 +25,11 @@ from .recipes import Recipe
 IMAGE_REPO = "kimi-code-bench-env"
 VENV_ROOT = "/opt/kimi-bench"
 VENV = f"{VENV_ROOT}/venv"
+# Printed by the build when uv could not fetch the recipe's Python.
+PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
+# Passed from the host to environment builds: package and Python mirrors.
+MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
+              "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
 BUILD_SCRIPT_VERSION = "2"
 _locks: dict[str, threading.Lock] = {}
@@ -80,7 +86,8 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         "else",
         "  echo \"+ Python $want (the image has $have): fetched with uv\"",
         f"  python3 -m venv {VENV_ROOT}/uv && {VENV_ROOT}/uv/bin/python -m pip install -q uv",
-        f"  UV_PYTHON_INSTALL_DIR={VENV_ROOT}/python {VENV_ROOT}/uv/bin/uv venv -q --seed --python \"$want\" {VENV}",
+        f"  UV_PYTHON_INSTALL_DIR={VENV_ROOT}/python {VENV_ROOT}/uv/bin/uv venv -q --seed --python \"$want\" {VENV}"
+        f" || {{ echo \"{PYTHON_FETCH_FAILED} $want\"; exit 92; }}",
         "fi",
         f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
         "python --version",
@@ -130,11 +137,18 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
             raise EnvBuildError(f"environment {tag}: {exc}") from None
         owner = containers.owner_of(src)
         script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
+        mirrors = {name: os.environ[name] for name in MIRROR_ENV if os.environ.get(name)}
         run, container = containers.run_script(client, spec.base_image, script, workspace=src, network=network,
                                                user="0:0", timeout=timeout, ca_bundle=ca_bundle,
-                                               name_hint=f"env-{key}")
+                                               name_hint=f"env-{key}", env=mirrors)
         try:
             log_path.write_text(run.output)
+            fetch_failed = f"{PYTHON_FETCH_FAILED} " in run.output
+            if fetch_failed and not run.timed_out:
+                want = spec.recipe.python
+                raise EnvBuildError(f"environment for {spec.repo}: Python {want} could not be downloaded with uv "
+                                    f"(set UV_PYTHON_INSTALL_MIRROR, or give an image that has it: --python-image "
+                                    f"{want}=IMAGE) — log: {log_path}")
             if run.timed_out or run.exit_code != 0 or "KIMI-BENCH-ENV-OK" not in run.output:
                 why = "timed out" if run.timed_out else f"exit {run.exit_code}"
                 tail = [ln for ln in run.output.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]

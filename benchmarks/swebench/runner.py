@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,10 +50,27 @@ class RunConfig:
     env_timeout: float = 3600
     test_timeout: float = 1800
     keep_trees: bool = False
+    # Python version -> base image that already has it (--python-image 3.9=IMAGE): no uv download.
+    python_images: dict[str, str] = field(default_factory=dict)
 
     @property
     def oracle(self) -> bool:
         return self.model == ORACLE
+
+    def base_image(self, recipe: Recipe) -> str:
+        """The image a recipe's environment is built from."""
+        return self.python_images.get(recipe.python or "", self.image)
+
+
+def parse_python_images(specs: list[str]) -> dict[str, str]:
+    """``["3.9=python:3.9-bookworm", ...]`` -> ``{"3.9": "python:3.9-bookworm"}``; one clear error if malformed."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        version, sep, image = spec.partition("=")
+        if not sep or not image.strip() or not version.strip().replace(".", "").isdigit():
+            raise BenchError(f"--python-image {spec!r}: expected VERSION=IMAGE, e.g. 3.9=python:3.9-bookworm")
+        out[version.strip()] = image.strip()
+    return out
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -206,7 +223,7 @@ class BenchRunner:
         root.mkdir(parents=True)
         recipe = recipe_for(task.repo, task.version, task.env_recipe)
         mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
-        spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.image)
+        spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
         image, built = environment.ensure_env_image(self.client, spec, mirror=mirror, work_dir=cfg.work_dir,
                                                     ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
         result.env_image, result.env_built = image, built
