@@ -173,25 +173,3 @@ class Runner:
         if self.replay is not None:
             self.replay.bind(loop)
         return loop
-
-
-def _make_sandbox(settings: Settings, session_id: str, workspace: Path) -> Sandbox:
-    from .sandboxes import make_sandbox
-
-    return make_sandbox(settings, session_id, workspace)
-
-
-def _make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Checkpointer | None:
-    if no_git:
-        return None
-    from .checkpoints import Checkpointer
-
-    return Checkpointer(workspace, session_id)
-
-
-def _registry() -> ToolRegistry:
-    from kimi_code.tools.builtin import default_registry
-
-    return default_registry()
-
-

@@ -121,10 +121,13 @@ def _user_facing(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 _UNKNOWN = object()  # the head ref has not been read yet
 
 
-def _stat_key(path: Path) -> tuple[int, int, int]:
-    """Changes whenever git rewrites the file (it writes a new file and renames it over)."""
-    st = os.stat(path)
-    return st.st_ino, st.st_mtime_ns, st.st_size
+def _stat_key(path: Path) -> tuple[int, int, int, bytes]:
+    """Changes whenever git rewrites the index: its inode, mtime and size, and the checksum git
+    writes at its end over its whole content (zeros only with index.skipHash)."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        fh.seek(max(0, st.st_size - 20))
+        return st.st_ino, st.st_mtime_ns, st.st_size, fh.read(20)
 
 
 class Checkpointer:
@@ -159,7 +162,7 @@ class Checkpointer:
         # ref (the session lock), and every place here that moves it resets the cache; a stale
         # entry could at worst make update-ref's compare-and-swap fail, never lose a checkpoint.
         self._head: tuple[str, str] | None | object = _UNKNOWN
-        self._tree: tuple[tuple[int, int, int], str] | None = None  # (index stat, its tree)
+        self._tree: tuple[tuple[int, int, int, bytes], str] | None = None  # (index identity, its tree)
 
     # ------------------------------------------------------------------ git plumbing
 
@@ -326,10 +329,12 @@ class Checkpointer:
                     raise
                 updates.remove(bad)  # unreadable file: leave it out, and say so
                 skipped.append(bad)
-        if not updates and self._tree is not None and self._tree[0] == _stat_key(index):
+        mine = index == self.index_file  # scratch copies (drift, diff) are not cached
+        if mine and not updates and self._tree is not None and self._tree[0] == _stat_key(index):
             return self._tree[1], skipped
         tree = self._text("write-tree", index=index)
-        self._tree = (_stat_key(index), tree)
+        if mine:
+            self._tree = (_stat_key(index), tree)
         return tree, skipped
 
     @contextmanager
@@ -524,6 +529,7 @@ class Checkpointer:
         changes are first saved as a ``drift`` checkpoint so they can still be recovered. The
         result is recorded as a ``restore`` checkpoint, so the session's head matches the
         workspace again. HEAD and the user's index do not move. Returns the changed paths."""
+        self._tree = None  # the index is rewritten below in several steps
         target = self._commit_of(commit)
         target_tree = self._tree_of(target)
         expected = expected or self.head()

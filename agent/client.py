@@ -300,6 +300,10 @@ def _error_fields(body: Any, fallback: str) -> tuple[str | None, str]:
     return None, fallback
 
 
+# Longest wait for the rest of a body after [DONE] (normally only its last chunk, already there).
+DRAIN_SECONDS = 2.0
+
+
 @functools.cache
 def _stream_class() -> type:
     """The SDK's SSE stream, reading the body to its end after ``[DONE]``. The SDK stops reading at
@@ -312,9 +316,13 @@ def _stream_class() -> type:
             events = super()._iter_events()
             for sse in events:
                 if sse.data.startswith("[DONE]"):
+                    # A server that keeps sending (keep-alive comments) after [DONE] is given up on
+                    # after DRAIN_SECONDS: the connection is closed, as the SDK itself would.
+                    deadline = time.monotonic() + DRAIN_SECONDS
                     try:
                         for _ in events:
-                            pass
+                            if time.monotonic() > deadline:
+                                break
                     except Exception:  # noqa: BLE001 - the answer is whole: a broken tail costs the connection only
                         pass
                 yield sse

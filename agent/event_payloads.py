@@ -178,8 +178,8 @@ class Limit(EventPayload):
     TYPE = ev.LIMIT
 
     kind: Literal["steps", "cost", "time"] = Field(description="which limit")
-    value: float = Field(description="the value reached")
-    limit: float = Field(description="the limit")
+    value: int | float = Field(description="the value reached")
+    limit: int | float = Field(description="the limit")
 
 
 class Interrupted(EventPayload):

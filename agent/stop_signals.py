@@ -48,6 +48,7 @@ class StopSignals:
         if self._critical:
             self._deferred = True
             return
+        self._deferred = False  # this stop is the one a critical block might still hold
         raise KeyboardInterrupt
 
     @contextmanager
@@ -56,13 +57,16 @@ class StopSignals:
         and in the state, or neither). Signal handlers run in the main thread, between bytecodes,
         so this counter needs no lock."""
         self._critical += 1
+        done = False
         try:
             yield
+            done = True
         finally:
             self._critical -= 1
-        if not self._critical and self._deferred:
-            self._deferred = False
-            raise KeyboardInterrupt
+            if not self._critical and self._deferred:
+                self._deferred = False
+                if done:  # a failed block's own error goes first; it ends the run anyway
+                    raise KeyboardInterrupt
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

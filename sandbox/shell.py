@@ -24,6 +24,7 @@ backend is a :class:`ShellHost`, so Docker and local sandboxes run exactly this 
 
 from __future__ import annotations
 
+import collections
 import secrets
 import shlex
 import threading
@@ -42,6 +43,8 @@ DEFAULT_KILL_GRACE = 2.0
 # otherwise read this many times the cap from each end. Bytes >= characters, so never too little.
 _FULL_FACTOR = 4
 _PART_FACTOR = 2
+# How many earlier commands' processes a timeout can tell apart from the timed-out command's own.
+_ISSUED_KEPT = 256
 # Outputs up to this many bytes are read by bash builtins alone (no process started per command).
 _FAST_BYTES = 65_536
 # Small output files are deleted in batches of this many to keep the common case fork-free.
@@ -54,11 +57,11 @@ _JUNK_BATCH = 64
 # agree (and the end was reached) the text is exact; otherwise stat/head/tail read the file.
 _EMIT = r"""
 __kimi_small() {
-  local LC_ALL=C pos= rc=0 fd=
-  { exec {fd}<"$1"; } 2>/dev/null || return 1
-  IFS= builtin read -r -d '' -N "$__kimi_fast" -u "$fd" __kimi_data; rc=$?
-  builtin read -r _ pos <"/proc/self/fdinfo/$fd" 2>/dev/null
-  exec {fd}<&-
+  local LC_ALL=C pos= rc=0
+  # fd 9 only for this block (bash restores a user's own fd 9 after it); no `exec`, which a user
+  # function may shadow and which `builtin` makes temporary.
+  { IFS= builtin read -r -d '' -N "$__kimi_fast" -u 9 __kimi_data; rc=$?
+    builtin read -r _ pos <"/proc/self/fdinfo/9"; } 9<"$1" 2>/dev/null || return 1
   [[ $rc != 0 && $pos =~ ^[0-9]+$ ]] && (( ${#__kimi_data} == pos )) && __kimi_size=$pos
 }
 __kimi_emit() {
@@ -93,7 +96,9 @@ __kimi_begin() {
   builtin printf '%s %s %s\n' "$1" "$t" "$$" >|"$__kimi_dir/current"
 }
 __kimi_end() {
-  local ec=$1 n=$2 tag=$3
+  local ec=$1 n=$2 tag=$3 xt=
+  # A user's `set -x` would copy every output into the shell's stderr log: off while reporting.
+  case $- in *x*) xt=1; builtin set +x ;; esac
   export -n KIMI_CODE_CMD_ID; unset KIMI_CODE_CMD_ID __kimi_cmd
   set +e
   __kimi_emit "$n" "$__kimi_out/$tag.log" "$ec"
@@ -104,14 +109,17 @@ __kimi_end() {
       command rm -f -- "${__kimi_junk[@]}"; __kimi_junk=()
     fi
   fi
+  [[ -z $xt ]] || builtin set -x
 }
 """
 
-# Kills what a command started: args SIGNAL SHELL_PID TAG STATE_DIR WITH_SHELL.
+# Kills what a command started: args SIGNAL SHELL_PID TAG STATE_DIR WITH_SHELL EARLIER_TAGS.
 # Prints the number of processes signalled. Pure bash builtins in the scan so it still runs when
 # the sandbox is near its process limit.
 KILL_SCRIPT = r"""
 sig=$1 shell=$2 tag=$3 dir=$4 with_shell=$5
+declare -A earlier=()  # tags of this shell's earlier commands (arg 6), known only to kimi-code
+for t in $6; do earlier[$t]=1; done
 since=0 cur= t=
 if [[ -r $dir/current ]]; then read -r cur t _ <"$dir/current"; fi
 hz=100  # /proc reports start times in USER_HZ, which is 100 on Linux
@@ -136,14 +144,16 @@ for ((r = 0; r < rounds; r++)); do
     (( ${f[19]} >= since )) && { cands+=("$p"); group[$p]=${f[2]}; }
   done
   for p in "${cands[@]}"; do
-    # The command's tag in the environment decides first: a process an earlier command started
-    # (carrying that command's tag) is spared even when it began in the same clock tick as this one.
+    # A process carrying an earlier command's tag was started by that command's processes (even in
+    # the same clock tick as this one): spared. A tag kimi-code never issued counts for nothing,
+    # so setting the variable cannot shield a process from its command's timeout.
     env=() owner=
     mapfile -d '' -t env 2>/dev/null <"/proc/$p/environ"
     for e in "${env[@]}"; do
       if [[ $e == KIMI_CODE_CMD_ID=* ]]; then owner=${e#KIMI_CODE_CMD_ID=}; break; fi
     done
-    if [[ -n $owner ]]; then [[ $owner == "$tag" ]] && victims+=("$p"); continue; fi
+    if [[ $owner == "$tag" ]]; then victims+=("$p"); continue; fi
+    [[ -n $owner && ${earlier[$owner]+x} ]] && continue
     if [[ -n $shell_pg && ${group[$p]} == "$shell_pg" ]]; then victims+=("$p"); continue; fi
     q=$p
     for ((i = 0; i < 64; i++)); do
@@ -272,6 +282,8 @@ class PersistentShell:
         self._chan: Channel | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
+        # The tags of the latest commands (a timeout spares the processes of earlier ones).
+        self._issued: collections.deque[str] = collections.deque(maxlen=_ISSUED_KEPT)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -397,6 +409,7 @@ class PersistentShell:
         # cannot forge the end of a later command's output.
         nonce = secrets.token_hex(8)
         tag = secrets.token_hex(8)
+        self._issued.append(tag)
         log = f"{self.out_dir}/{tag}.log"
         script = (
             f"__kimi_begin {tag}\n"
@@ -514,7 +527,7 @@ class PersistentShell:
     def _kill(self, tag: str, sig: str, with_shell: bool = False) -> int:
         code, out = self._side(
             KILL_SCRIPT, sig, str(self.pid or 0), tag, self.state_dir, "1" if with_shell else "0",
-            timeout=30.0,
+            " ".join(t for t in self._issued if t != tag), timeout=30.0,
         )
         try:
             return int(out.strip().splitlines()[-1])

@@ -250,3 +250,31 @@ def test_small_output_is_read_without_starting_a_process(local: LocalSandbox, tm
         saved = Path(r.full_output_path).read_bytes()
         assert len(saved) == size and saved.endswith(b"SE\n")
     assert "stat" in calls.read_text()  # 8,000 and 8,001 bytes are not read by the builtins
+
+
+def test_a_forged_command_tag_does_not_escape_the_timeout(local: LocalSandbox) -> None:
+    """Processes of earlier commands are told apart by the tag kimi-code gave them; a tag it never
+    issued shields nothing."""
+    r = local.exec("env KIMI_CODE_CMD_ID=forged sleep 311 & env KIMI_CODE_CMD_ID=forged sleep 312", timeout=0.5)
+    assert r.timed_out and not r.shell_restarted
+    deadline = time.monotonic() + 10
+    while (_alive("sleep 311") or _alive("sleep 312")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive("sleep 311") and not _alive("sleep 312")
+
+
+def test_user_functions_and_xtrace_do_not_leak_into_the_protocol(local: LocalSandbox) -> None:
+    """A user's `exec` function must not keep the output file open; `set -x` must not copy every
+    output into the shell's own log."""
+    assert local.exec("exec() { :; }").exit_code == 0
+    counts = {local.exec("ls /proc/$$/fd | wc -l").output for _ in range(5)}
+    assert len(counts) == 1, counts
+    err_log = Path(local._shell.state_dir) / "shell.err"
+    before = err_log.stat().st_size if err_log.exists() else 0
+    assert local.exec("set -x").exit_code == 0
+    for _ in range(3):
+        r = local.exec("head -c 1500 /dev/zero | tr '\\0' D")
+        assert r.output.endswith("D" * 1500)
+    local.exec("set +x")
+    traced = err_log.read_bytes()[before:] if err_log.exists() else b""
+    assert b"DDDD" not in traced  # the outputs were not traced into the log

@@ -35,3 +35,13 @@ def test_first_ctrl_c_asks_second_stops_and_a_model_request_stops_at_once() -> N
         signals.phase = "model"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_failed_block_keeps_its_error_and_leaves_no_stale_stop() -> None:
+    with StopSignals(lambda text: None) as signals:
+        with pytest.raises(ValueError):
+            with signals.critical():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ValueError("the write failed")
+        with signals.critical():  # no stop left over from the block above
+            pass

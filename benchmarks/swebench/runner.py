@@ -160,6 +160,16 @@ def _agent_status(code: int | None, summary: dict[str, Any]) -> str | None:
     return "error"
 
 
+def _failing_tests(result: TaskResult, shown: int = 3) -> str:
+    """One line naming the tests that decided an unresolved grade."""
+    parts = []
+    for label, tests in (("FAIL_TO_PASS", result.fail_to_pass_failed), ("PASS_TO_PASS", result.pass_to_pass_failed)):
+        if tests:
+            more = f" (+{len(tests) - shown} more)" if len(tests) > shown else ""
+            parts.append(f"{label} failing: {', '.join(tests[:shown])}{more}")
+    return "; ".join(parts)
+
+
 class BenchRunner:
     """Runs tasks (concurrently with ``workers``), one result per task, in input order."""
 
@@ -212,8 +222,10 @@ class BenchRunner:
             if not self.cfg.keep_trees:
                 for sub in ("repo", "eval"):
                     shutil.rmtree(root / sub, ignore_errors=True)
-        if result.status != "resolved" and result.error:
-            self.on_notice(f"{task.instance_id}: {result.status}: {result.error}")
+        why = result.error or _failing_tests(result)
+        if result.status != "resolved" and why:
+            log = root / "tests.log"
+            self.on_notice(f"{task.instance_id}: {result.status}: {why}" + (f" (log: {log})" if log.exists() else ""))
         return result
 
     def _run_task(self, task: Task, root: Path, result: TaskResult) -> None:
