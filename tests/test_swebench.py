@@ -361,10 +361,13 @@ def test_predictions_file_follows_swebench_format(oracle_run, task_set, tmp_path
 @pytest.mark.docker
 @pytest.mark.slow
 def test_wrong_patch_is_graded_unresolved(oracle_run) -> None:
-    _, results = oracle_run
+    proc, results = oracle_run
     r = results["calc__calc-wrong"]
     assert (r["status"], r["resolved"], r["agent_status"]) == ("unresolved", False, "success")
     assert r["fail_to_pass_failed"] == ["tests/test_ops.py::test_add"] and r["pass_to_pass_failed"] == []
+    # One line says why, with the test log's path.
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("calc__calc-wrong: unresolved:"))
+    assert "FAIL_TO_PASS failing: tests/test_ops.py::test_add" in line and line.endswith("tests.log)")
 
 
 @pytest.mark.docker
