@@ -383,6 +383,10 @@ def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
     assert not any((work_dir / "env-src").glob("*")), "a failed build must not leave its checkout behind"
     assert len(results) == 4  # the others ran
     assert "calc__calc-noenv: env_error" in proc.stderr
+    # The build said where its log is as it began; off a terminal, each task ends with a progress line.
+    assert f"(log: {log})" in proc.stderr and "building the environment for kimi-test/calc" in proc.stderr
+    assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 4/4 · running 0 · queued 0 · resolved 2",
+                     proc.stderr, re.M)
 
 
 @pytest.mark.docker
@@ -510,3 +514,22 @@ def test_python_versions_map_to_images_and_a_failed_python_download_is_named(tmp
     assert f'{PYTHON_FETCH_FAILED} $want' in script and "exit 92" in script
     proc = run_bench(["run", str(tmp_path / "t.jsonl"), "--python-image", "3.9"], tmp_path, timeout=60)
     assert proc.returncode == 2 and "expected VERSION=IMAGE" in proc.stderr
+
+
+def test_progress_line_counts_and_estimates() -> None:
+    import io
+
+    from benchmarks.swebench.progress import Progress
+    from benchmarks.swebench.records import TaskResult
+
+    out = io.StringIO()
+    progress = Progress(4, workers=2, stream=out)
+    tasks = [Task(f"t{i}", "a/b", "0", "", "", "", [], [], "1", "0") for i in range(4)]
+    progress.start(tasks[0])
+    progress.start(tasks[1])
+    assert progress.line() == "done 0/4 · running 2 · queued 2 · resolved 0 · cost $0.00"
+    progress.finish(TaskResult("t0", resolved=True, status="resolved", cost=0.25, wall_time=1.0))
+    assert progress.line().startswith("done 1/4 · running 1 · queued 2 · resolved 1 · cost $0.25 · ETA ")
+    assert out.getvalue().startswith("[t0] resolved (1.0s) — done 1/4")
+    progress.notice("a notice")
+    assert out.getvalue().endswith("a notice\n")

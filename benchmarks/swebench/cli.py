@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from .errors import BenchError
+from .progress import Progress
 from .records import load_tasks
 from .runner import DEFAULT_IMAGE, BenchRunner, RunConfig, parse_duration, parse_python_images
 
@@ -44,6 +45,7 @@ def run(
     env_timeout: float = typer.Option(3600, "--env-timeout", help="Seconds allowed to build one environment."),
     test_timeout: float = typer.Option(1800, "--test-timeout", help="Seconds allowed for grading one task's tests."),
     keep_trees: bool = typer.Option(False, "--keep-trees", help="Keep each task's checkouts (for debugging)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show environment builds' output on the console too (it always goes to work-dir/env-logs/)."),
 ) -> None:
     """Run the agent on each task, grade it like SWE-bench, write results and print a summary."""
     from .report import ResultsWriter, print_summary
@@ -57,17 +59,19 @@ def run(
                     ca_bundle=ca_bundle.resolve() if ca_bundle else None, network=network,
                     repos_dir=repos_dir.resolve() if repos_dir else None, workers=workers,
                     env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees,
-                    python_images=python_images)
+                    python_images=python_images, verbose=verbose)
     predictions = predictions or out.with_name(out.stem + ".predictions.jsonl")
     writer = ResultsWriter(out, predictions, model_name or f"kimi-code/{model}")
+    progress = Progress(len(tasks), workers)
 
-    def progress(result) -> None:  # type: ignore[no-untyped-def]
+    def finished(result) -> None:  # type: ignore[no-untyped-def]
         writer.write(result)
-        print(f"[{result.instance_id}] {result.status} ({result.wall_time:.1f}s)", file=sys.stderr, flush=True)
+        progress.finish(result)
 
     try:
-        results = BenchRunner(cfg, on_result=progress).run(tasks)
+        results = BenchRunner(cfg, on_result=finished, on_notice=progress.notice, on_start=progress.start).run(tasks)
     finally:
+        progress.close()
         writer.close()
     print_summary(results)
     typer.echo(f"results: {out}; predictions (SWE-bench format): {predictions}", err=True)

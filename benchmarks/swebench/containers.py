@@ -7,7 +7,9 @@ Every container is labelled so an interrupted run's leftovers can be found and r
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +62,12 @@ def ca_prelude(enabled: bool) -> str:
 
 def run_script(client: Any, image: str, script: str, *, workspace: Path, network: bool, user: str,
                timeout: float, ca_bundle: Path | None = None, name_hint: str = "run",
-               env: dict[str, str] | None = None) -> tuple[ContainerRun, Any]:
+               env: dict[str, str] | None = None, log_to: Path | None = None,
+               echo: Callable[[str], None] | None = None) -> tuple[ContainerRun, Any]:
     """Run ``bash -c script`` in a new container of ``image``; returns the run and the (stopped,
-    not yet removed) container so the caller can commit it. The caller removes it."""
+    not yet removed) container so the caller can commit it. The caller removes it. With
+    ``log_to`` the output is written to that file as it comes (a long build can be followed with
+    tail -f), and ``echo`` gets each line too (--verbose)."""
     import time
 
     from docker.errors import APIError, ImageNotFound
@@ -88,8 +93,12 @@ def run_script(client: Any, image: str, script: str, *, workspace: Path, network
         raise BenchError(f"cannot create a container from {image}: {exc.explanation or exc}") from None
     start = time.monotonic()
     code: int | None
+    follower: threading.Thread | None = None
     try:
         container.start()
+        if log_to is not None:
+            follower = threading.Thread(target=_follow, args=(container, log_to, echo), daemon=True)
+            follower.start()
         try:
             code = int(container.wait(timeout=timeout).get("StatusCode", 1))
         except Exception:  # noqa: BLE001 - requests' ReadTimeout: the script ran too long
@@ -98,11 +107,30 @@ def run_script(client: Any, image: str, script: str, *, workspace: Path, network
                 container.kill()
             except APIError:
                 pass
+        if follower is not None:
+            follower.join(timeout=30)
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
     except BaseException:
         remove(container)
         raise
     return ContainerRun(code, output, time.monotonic() - start), container
+
+
+def _follow(container: Any, path: Path, echo: Callable[[str], None] | None) -> None:
+    """Copy the container's output to ``path`` while it runs (and each line to ``echo``)."""
+    pending = b""
+    try:
+        with open(path, "wb") as fh:
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                fh.write(chunk)
+                fh.flush()
+                if echo is not None:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        echo(line.decode("utf-8", "replace"))
+    except Exception:  # noqa: BLE001 - the log on disk is a convenience; the run's output is read after
+        pass
 
 
 def remove(container: Any) -> None:

@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,9 @@ def _lock(tag: str) -> threading.Lock:
 
 
 def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path, ca_bundle: Path | None,
-                     network: bool = True, timeout: float = 3600) -> tuple[str, bool]:
+                     network: bool = True, timeout: float = 3600,
+                     echo: Callable[[str], None] | None = None,
+                     notice: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """The environment's image tag, building it if missing; returns (tag, built_now).
 
     Raises EnvBuildError (with the log's path) when the recipe fails: the caller records the tasks
@@ -135,14 +138,16 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
             repos.checkout(mirror, spec.setup_commit, src)
         except BenchError as exc:
             raise EnvBuildError(f"environment {tag}: {exc}") from None
+        if notice is not None:
+            notice(f"building the environment for {spec.repo} @ {spec.setup_commit[:12]} (log: {log_path})")
         owner = containers.owner_of(src)
         script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
         mirrors = {name: os.environ[name] for name in MIRROR_ENV if os.environ.get(name)}
         run, container = containers.run_script(client, spec.base_image, script, workspace=src, network=network,
                                                user="0:0", timeout=timeout, ca_bundle=ca_bundle,
-                                               name_hint=f"env-{key}", env=mirrors)
+                                               name_hint=f"env-{key}", env=mirrors, log_to=log_path, echo=echo)
         try:
-            log_path.write_text(run.output)
+            log_path.write_text(run.output)  # whole, whatever the follower managed
             fetch_failed = f"{PYTHON_FETCH_FAILED} " in run.output
             if fetch_failed and not run.timed_out:
                 want = spec.recipe.python

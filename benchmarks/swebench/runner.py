@@ -52,6 +52,7 @@ class RunConfig:
     keep_trees: bool = False
     # Python version -> base image that already has it (--python-image 3.9=IMAGE): no uv download.
     python_images: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False  # environment builds' output on the console too
 
     @property
     def oracle(self) -> bool:
@@ -174,9 +175,11 @@ class BenchRunner:
     """Runs tasks (concurrently with ``workers``), one result per task, in input order."""
 
     def __init__(self, cfg: RunConfig, on_result: Callable[[TaskResult], None] | None = None,
-                 on_notice: Callable[[str], None] | None = None) -> None:
+                 on_notice: Callable[[str], None] | None = None,
+                 on_start: Callable[[Task], None] | None = None) -> None:
         self.cfg = cfg
         self.on_result = on_result
+        self.on_start = on_start
         self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr))
         self._client: Any = None
         self._lock = threading.Lock()
@@ -197,6 +200,8 @@ class BenchRunner:
             return list(pool.map(self._run_one, tasks))
 
     def _run_one(self, task: Task) -> TaskResult:
+        if self.on_start is not None:
+            self.on_start(task)
         result = self.run_task(task)
         if self.on_result is not None:
             self.on_result(result)
@@ -236,7 +241,9 @@ class BenchRunner:
         recipe = recipe_for(task.repo, task.version, task.env_recipe)
         mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
         spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
+        echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
         image, built = environment.ensure_env_image(self.client, spec, mirror=mirror, work_dir=cfg.work_dir,
+                                                    echo=echo, notice=self.on_notice,
                                                     ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
         result.env_image, result.env_built = image, built
         workspace = repos.checkout(mirror, task.base_commit, root / "repo")
