@@ -90,9 +90,11 @@ def config_show(
 def config_providers() -> None:
     """List the endpoint presets and the model table."""
     console = Console()
-    table = Table("provider", "base URL", "key variables", "description")
+    table = Table("provider", "base URL", "key variables", "media", "description")
     for p in config_mod.PROVIDERS.values():
-        table.add_row(p.name, p.base_url or "(--base-url)", ", ".join(p.key_envs), p.description)
+        media = ", ".join(name for name, on in (("images", p.image_input), ("video", p.video_input),
+                                                ("files API", p.file_uploads)) if on) or "none"
+        table.add_row(p.name, p.base_url or "(--base-url)", ", ".join(p.key_envs), media, p.description)
     console.print(table)
     models = Table("model", "context", "max output", "thinks", "$/M input", "$/M cached", "$/M output")
     for m in config_mod.MODELS.values():

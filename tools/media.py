@@ -225,9 +225,10 @@ class MediaInfo:
 
 
 def human_size(n: int) -> str:
-    if n >= 1_000_000:
+    """``54 KB`` (KiB, as view_image has always reported images up to its 10 MB) or ``12.3 MB``."""
+    if n > 10 * 1024 * 1024:
         return f"{n / 1_000_000:.1f} MB"
-    return f"{max(1, round(n / 1000))} KB"
+    return f"{max(1, round(n / 1024))} KB"
 
 
 def inspect(fh: BinaryIO, name: str, *, kinds: tuple[str, ...] = ("image", "video"),
