@@ -25,6 +25,7 @@ from .client import ModelClient
 from .config import Settings, secret_env_names
 from .events import Event
 from .loop import AgentLoop, Limits
+from .media import MEDIA_DIR, MediaStore, MediaWire, endpoint_refusal
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class RunOptions:
     branch: str | None = None
     patch_out: Path | None = None
     continue_text: str | None = None
+    # Images and videos sent with the task (run) or with the --continue instructions (resume).
+    attach: tuple[Path, ...] = ()
     # Keep a git bundle of the checkpoints in the session directory after every checkpoint, so a
     # CI job retried on a fresh clone can resume (set by `run --resume-if-exists`).
     bundle: bool = False
@@ -169,6 +172,10 @@ class Runner:
                          registry=registry, tool_context=tool_ctx, view=self.view, limits=self.options.limits,
                          checkpointer=checkpointer, workspace=self.workspace, recorder=self.recorder)
         client.on_retry = loop.on_retry  # each retry is recorded and shown by the loop
+        # Images and videos: stored in the session (tools hand theirs over), built into each request.
+        root = self.session.root
+        tool_ctx.media = MediaStore(root / MEDIA_DIR, check=lambda info: endpoint_refusal(self.settings, info))
+        loop.wire = MediaWire(root, self.settings, client, self.state, loop.record, notice=self.view.notice)
         self.loop = loop
         if self.replay is not None:
             self.replay.bind(loop)

@@ -90,9 +90,11 @@ def config_show(
 def config_providers() -> None:
     """List the endpoint presets and the model table."""
     console = Console()
-    table = Table("provider", "base URL", "key variables", "description")
+    table = Table("provider", "base URL", "key variables", "media", "description")
     for p in config_mod.PROVIDERS.values():
-        table.add_row(p.name, p.base_url or "(--base-url)", ", ".join(p.key_envs), p.description)
+        media = ", ".join(name for name, on in (("images", p.image_input), ("video", p.video_input),
+                                                ("files API", p.file_uploads)) if on) or "none"
+        table.add_row(p.name, p.base_url or "(--base-url)", ", ".join(p.key_envs), media, p.description)
     console.print(table)
     models = Table("model", "context", "max output", "thinks", "$/M input", "$/M cached", "$/M output")
     for m in config_mod.MODELS.values():
@@ -105,6 +107,8 @@ def config_providers() -> None:
 # -- run / resume ------------------------------------------------------------------------------
 OutputOpt = typer.Option("text", "--output", "-o", help="text | json (one summary object) | stream-json (one event per line).")
 StateDirOpt = typer.Option(None, "--state-dir", help="Where sessions are stored (env KIMI_CODE_STATE_DIR).")
+AttachOpt = typer.Option(None, "--attach", help="An image (PNG, JPEG, WebP, GIF) or video (MP4, MPEG, MOV, AVI, FLV, "
+                         "WebM, WMV, 3GPP) sent with the task; repeatable.")
 
 
 def _parse_duration(text: Optional[str]) -> Optional[float]:
@@ -302,6 +306,7 @@ def run(
     branch: Optional[str] = typer.Option(None, "--branch", help="At the end, commit the result to this new branch."),
     patch_out: Optional[Path] = typer.Option(None, "--patch-out", help="At the end, write the result as a unified diff."),
     resume_if_exists: bool = typer.Option(False, "--resume-if-exists", help="Continue the unfinished session of the same task and repo, if any (CI retries)."),
+    attach: Optional[list[Path]] = AttachOpt,
 ) -> None:
     """Run the agent on a task until it finishes or a limit is reached."""
     from .session import RunOptions, find_workspace, resume as resume_session, session_key, start
@@ -321,7 +326,8 @@ def run(
     if not text.strip():
         raise ConfigError("the task is empty")
     options = RunOptions(output=output, limits=limits, no_git=no_git,
-                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, bundle=resume_if_exists)
+                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, bundle=resume_if_exists,
+                         attach=tuple(attach or ()))
     workspace = find_workspace(repo, no_git)
     _check_task_fits(settings, text.strip(), workspace)
     _check_state_dir(settings.state_dir, state_dir, create=True)
@@ -390,6 +396,7 @@ def resume(
     state_dir: Optional[Path] = StateDirOpt,
     branch: Optional[str] = typer.Option(None, "--branch"),
     patch_out: Optional[Path] = typer.Option(None, "--patch-out"),
+    attach: Optional[list[Path]] = AttachOpt,
 ) -> None:
     """Continue a stopped session exactly where it stopped."""
     from .session import RunOptions, resume as resume_session
@@ -401,14 +408,16 @@ def resume(
         raise ConfigError("give a session id or --last, not both")
     if continue_text is not None and not continue_text.strip():
         raise ConfigError("--continue needs the instructions to add")
+    if attach and continue_text is None:
+        raise ConfigError('--attach on resume goes with --continue "..." (the files come with those instructions)')
     limits = _limits(max_steps, max_cost, max_time)
     recording = _replay_path(model)
     if recording is not None:
         _check_recording(recording)
     flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir}
     _check_state_dir(state_dir or config_mod.load_settings({"state_dir": state_dir}).state_dir, state_dir, write=True)
-    options = RunOptions(output=output, limits=limits,
-                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, continue_text=continue_text)
+    options = RunOptions(output=output, limits=limits, keep_sandbox=keep_sandbox, branch=branch,
+                         patch_out=patch_out, continue_text=continue_text, attach=tuple(attach or ()))
     result = resume_session(flags, session_id, options, state_dir=state_dir)
     if result.outcome.detail.get("already_finished"):
         err_console.print(f"session {result.session_id} already finished; use --continue \"...\" to add instructions",

@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .lazy import lazy_module
@@ -40,6 +41,7 @@ from .errors import ModelAPIError
 from .tokens import estimate_text_tokens
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Fewer output tokens than this left in the window: compact instead of sending.
 MIN_OUTPUT_TOKENS = 1024
@@ -463,15 +465,20 @@ class ModelClient:
         """
         data = self.build_body(messages, tools, session_id=session_id, input_tokens=input_tokens,
                                max_output_tokens=max_output_tokens, thinking=thinking)
+        return self._retrying(lambda: self._attempt(data, on_delta))
+
+    def _retrying(self, attempt_once: Callable[[], _T]) -> _T:
+        """``attempt_once()`` until it succeeds, retrying transient failures (``_Retry``) with
+        backoff for ``settings.retry_window`` seconds; anything else is raised at once."""
         window = self.settings.retry_window
         start = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                turn = self._attempt(data, on_delta)
+                result = attempt_once()
                 self._reached = True
-                return turn
+                return result
             except _Retry as failure:
                 if failure.unresolvable and not self._reached:
                     # A host name that never resolved is a typo, not an outage: say so now.
@@ -607,6 +614,57 @@ class ModelClient:
             return ModelAPIError(text, error_type=etype, request_id=request_id)
         return _Retry(f"stream from {host} failed ({etype or 'error'}): {message}",
                       request_id=request_id, error_type=etype)
+
+    # -- files (Kimi's files API, for large media) ---------------------------------------------
+    def _files_call(self, call: Callable[[], _T], what: str) -> _T:
+        """One files-API call through the same SDK client (base URL, key, timeouts), retried like a
+        model request; errors become ModelAPIError with one line saying ``what`` failed."""
+        def once() -> _T:
+            try:
+                return call()
+            except openai.APIError as exc:
+                problem = self._classify(exc)
+                if isinstance(problem, _Retry):
+                    raise problem from None
+                raise ModelAPIError(f"{what}: {problem}", status=problem.status, error_type=problem.error_type,
+                                    request_id=problem.request_id) from None
+
+        return self._retrying(once)
+
+    def upload_file(self, path: Path, *, purpose: str, filename: str, mime: str) -> str:
+        """Upload one file (``POST /files``, multipart, ``purpose`` "image" or "video"); its id."""
+        def call() -> str:
+            with open(path, "rb") as fh:
+                created = self._sdk.files.create(file=(filename, fh, mime), purpose=purpose)  # type: ignore[arg-type]
+            file_id = getattr(created, "id", None)
+            if not isinstance(file_id, str) or not file_id:
+                raise ModelAPIError(f"uploading {filename} to {self.host}: the answer carried no file id")
+            return file_id
+
+        return self._files_call(call, f"uploading {filename} to {self.host}")
+
+    def file_exists(self, file_id: str) -> bool:
+        """Whether an uploaded file is still there (``GET /files/{id}``; 404: gone)."""
+        def call() -> bool:
+            try:
+                self._sdk.files.retrieve(file_id)
+                return True
+            except openai.NotFoundError:
+                return False
+
+        return self._files_call(call, f"looking up file {file_id} at {self.host}")
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete an uploaded file (``DELETE /files/{id}``); False when it was already gone. No retries."""
+        try:
+            self._sdk.files.delete(file_id)
+            return True
+        except openai.NotFoundError:
+            return False
+        except openai.APIError as exc:
+            problem = self._classify(exc)
+            text = problem.reason if isinstance(problem, _Retry) else str(problem)
+            raise ModelAPIError(f"deleting file {file_id} at {self.host}: {text}") from None
 
     # -- doctor ------------------------------------------------------------------------------
     def ping(self) -> str:

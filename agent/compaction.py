@@ -17,6 +17,7 @@ from .client import AssistantTurn, ModelClient
 from .config import Settings
 from .errors import ModelAPIError
 from .events import Event
+from .media import strip_media
 from .state import SessionState
 
 
@@ -68,8 +69,10 @@ class Compactor:
             return False
         self._notice(f"compacting context ({state.context_tokens:,} tokens)")
         instructions = state.messages[:head_count] or [{"role": "user", "content": prompts.task_message(state.task)}]
-        # --continue instructions inside the summarized part are carried over verbatim too.
+        # --continue instructions inside the summarized part are carried over verbatim too; their
+        # images and videos are old by now: placeholders naming the file take their place.
         instructions += [m for m in plan.to_summarize if ctxmod.is_instruction(m)]
+        instructions = [strip_media(m) for m in instructions]
         summary, turn = self._summarize(instructions, plan.to_summarize)
         if summary is None:
             self._notice("the summary call returned no text: dropping older history without a summary")

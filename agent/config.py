@@ -41,6 +41,9 @@ class ModelInfo:
     price_input: float
     price_cached_input: float
     price_output: float
+    # Inputs besides text the model understands (K2.5 and K2.6 are natively multimodal).
+    image_input: bool = True
+    video_input: bool = True
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
         """Cost in USD of one call; cached tokens are part of ``prompt_tokens``."""
@@ -75,7 +78,8 @@ def model_info(name: str) -> ModelInfo:
         # Provider-specific ids such as "moonshotai/kimi-k2.6" or "Kimi-K2.6".
         if lowered.endswith(known.name) or lowered.endswith(known.name.replace(".", "p")):
             return ModelInfo(name, known.context_window, known.max_output_tokens, known.thinks,
-                             known.price_input, known.price_cached_input, known.price_output)
+                             known.price_input, known.price_cached_input, known.price_output,
+                             known.image_input, known.video_input)
     return ModelInfo(name, 262_144, 32_768, True, 0.0, 0.0, 0.0)
 
 
@@ -91,6 +95,12 @@ class Provider:
     model_ids: tuple[tuple[str, str], ...] = ()
     # True when the endpoint understands Kimi's `thinking: {"type": ...}` body field.
     kimi_thinking_field: bool = True
+    # What the endpoint takes besides text: image parts (data URLs), video parts, and Kimi's files
+    # API (POST /files, then ms://<id> references). Only Moonshot's own endpoints are known to take
+    # video and uploads; a self-hosted server that does sets `video_input = true`.
+    image_input: bool = True
+    video_input: bool = False
+    file_uploads: bool = False
 
     def model_id(self, model: str) -> str:
         return dict(self.model_ids).get(model, model)
@@ -104,8 +114,10 @@ def secret_env_names() -> frozenset[str]:
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
-        Provider("moonshot", "https://api.moonshot.ai/v1", API_KEY_ENVS, "Moonshot AI (international)"),
-        Provider("moonshot-cn", "https://api.moonshot.cn/v1", API_KEY_ENVS, "Moonshot AI (China)"),
+        Provider("moonshot", "https://api.moonshot.ai/v1", API_KEY_ENVS, "Moonshot AI (international)",
+                 video_input=True, file_uploads=True),
+        Provider("moonshot-cn", "https://api.moonshot.cn/v1", API_KEY_ENVS, "Moonshot AI (China)",
+                 video_input=True, file_uploads=True),
         Provider(
             "openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",) + API_KEY_ENVS,
             "OpenRouter",
@@ -202,6 +214,11 @@ class Settings(BaseModel):
     tool_output_tokens: int = Field(12_000, ge=500, description="token budget of one tool result")
     compaction: bool = Field(True, description="summarize old history when the context fills up")
     compaction_threshold: float = Field(0.8, gt=0.1, le=0.95, description="share of the window")
+    image_input: bool | None = Field(None, description="the endpoint takes images; default: from the provider and model table")
+    video_input: bool | None = Field(None, description="the endpoint takes video; default: from the provider and model table")
+    media_inline_bytes: int = Field(
+        4_000_000, ge=0, description="media files larger than this are uploaded (files API, ms://) instead of sent inline")
+    media_tokens: int = Field(100_000, ge=1_000, description="estimated tokens of media one request may carry")
     git_author: str | None = Field(None, description="'Name <email>' for --branch commits")
 
     @field_validator("replay")
@@ -256,6 +273,25 @@ class Settings(BaseModel):
     def wire_model(self) -> str:
         """The model id as the endpoint knows it."""
         return self.provider_info.model_id(self.model)
+
+    def media_refusal(self, kind: str) -> str | None:
+        """Why this endpoint cannot take ``kind`` ("image" or "video") input, or None when it can:
+        the setting (image_input / video_input) if given, else the provider and model tables."""
+        override = self.image_input if kind == "image" else self.video_input
+        if override is not None:
+            return None if override else f"{kind} input is turned off ({kind}_input = false)"
+        provider, model = self.provider_info, self.model_info
+        if not (provider.image_input if kind == "image" else provider.video_input):
+            return (f"provider {provider.name} is not known to take {kind} input (set {kind}_input = true if "
+                    "this endpoint does)")
+        if not (model.image_input if kind == "image" else model.video_input):
+            return f"model {self.model} takes no {kind} input"
+        return None
+
+    @property
+    def file_uploads(self) -> bool:
+        """The endpoint has Kimi's files API (large media are uploaded and sent as ms://<id>)."""
+        return self.provider_info.file_uploads
 
     @property
     def effective_base_url(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .media import strip_media
 from .tokens import count_message, count_text
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,12 @@ INSTRUCTION_PREFIXES = ("# Task\n", "# Additional instructions from the user\n")
 
 
 def is_instruction(message: dict[str, Any]) -> bool:
-    """The task and the user's later instructions: carried over verbatim, never summarized away."""
+    """The task and the user's later instructions: carried over verbatim, never summarized away
+    (their images and videos become placeholders: see ``media.strip_media``)."""
     content = message.get("content")
+    if isinstance(content, list):  # with attachments: the instruction text comes first
+        first = content[0] if content else None
+        content = first.get("text") if isinstance(first, dict) and first.get("type") == "text" else None
     return message.get("role") == "user" and isinstance(content, str) and content.startswith(INSTRUCTION_PREFIXES)
 
 
@@ -143,7 +148,7 @@ def summary_request(system_prompt: str, instructions: list[dict[str, Any]] | dic
                     history: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     """Messages for the summary call, dropping the oldest history until it fits ``budget``."""
     head = [instructions] if isinstance(instructions, dict) else list(instructions)
-    strip = [_without_reasoning(m) for m in history if not is_instruction(m)]
+    strip = [strip_media(_without_reasoning(m)) for m in history if not is_instruction(m)]
     total = sum(count_message(m) for m in strip)
     fixed = count_text(system_prompt) + sum(count_message(m) for m in head) + count_text(SUMMARY_PROMPT) + 64
     start = 0
@@ -170,7 +175,7 @@ def _as_plain_transcript(history: list[dict[str, Any]], dropped: int) -> str:
     for m in history:
         role = m.get("role")
         content = m.get("content")
-        if isinstance(content, list):
+        if isinstance(content, list):  # media are placeholders naming the file by now (strip_media)
             content = " ".join(p.get("text", "[image]") for p in content if isinstance(p, dict))
         if role == "assistant":
             if content:

@@ -49,6 +49,8 @@ class SessionStarted(EventPayload):
     fixed_tokens: int = Field(description="tokens of the system prompt and tool schemas")
     pid: int = Field(description="the process that ran it")
     checkpoints: bool | None = Field(None, description="false with --no-git (absent in first-wave logs)")
+    attachments: list[dict[str, Any]] | None = Field(
+        None, description="media given with the task (--attach): references to copies in the session's media/")
 
 
 class Sandbox(EventPayload):
@@ -199,6 +201,18 @@ class Resumed(EventPayload):
     in_flight: list[str] = Field(description="tool calls that were running when the last one stopped")
 
 
+class MediaUploaded(EventPayload):
+    """An image or video was uploaded with the endpoint's files API; requests refer to it as ms://<id>."""
+
+    TYPE = ev.MEDIA_UPLOADED
+
+    sha256: str = Field(description="the content hash of the media (its copy is media/<sha256>.<ext>)")
+    file_id: str = Field(description="the id the endpoint gave it")
+    purpose: Literal["image", "video"] = Field(description="the upload's purpose")
+    bytes: int = Field(description="its size")
+    name: str = Field(description="the file it came from")
+
+
 class Finished(EventPayload):
     """The run ended."""
 
@@ -211,7 +225,7 @@ class Finished(EventPayload):
 
 PAYLOADS: dict[str, type[EventPayload]] = {model.TYPE: model for model in (
     SessionStarted, Sandbox, UserMessage, Assistant, ToolStarted, ToolResult, Todo, Compaction, Checkpoint,
-    Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished,
+    Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished, MediaUploaded,
 )}
 
 

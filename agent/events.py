@@ -30,16 +30,17 @@ LIMIT: Final = "limit"
 INTERRUPTED: Final = "interrupted"
 RESUMED: Final = "resumed"
 FINISHED: Final = "finished"
+MEDIA_UPLOADED: Final = "media_uploaded"
 
 ALL_TYPES: Final = frozenset(
     {SESSION_STARTED, USER_MESSAGE, ASSISTANT, TOOL_STARTED, TOOL_RESULT, TODO, COMPACTION, CHECKPOINT,
-     REWIND, SANDBOX, API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED}
+     REWIND, SANDBOX, API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, MEDIA_UPLOADED}
 )
 
 
 # Events a rewind does not undo: they describe the world (money spent, the sandbox, how runs
-# ended), not the conversation.
-NOT_REWOUND: Final = frozenset({API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, SANDBOX})
+# ended, files uploaded to the endpoint), not the conversation.
+NOT_REWOUND: Final = frozenset({API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, SANDBOX, MEDIA_UPLOADED})
 
 
 def survives_rewind(event: "Event", to_step: int) -> bool:

@@ -30,6 +30,14 @@ request, which is how Kimi's automatic prefix cache behaves; completion tokens a
 of reasoning, content and tool calls divided by 4. Usage is sent in the last choice chunk and, when
 ``stream_options.include_usage`` is set, again in a final ``choices: []`` chunk, as the live API does.
 
+Images and video: user content parts ``image_url`` / ``video_url`` must carry a base64 data URL of
+a format Kimi takes or ``ms://<id>`` of a file uploaded with the matching purpose; anything else (a
+web URL, an unknown part type, an unknown or deleted id) is a 400. The files API is served too:
+``POST /files`` (multipart ``file`` + ``purpose``, at most ``max_file_bytes``), ``GET`` and
+``DELETE /files/{id}``; ``fake.files``, ``fake.uploads`` and ``fake.deleted`` record it, and
+``forget_file(id)`` makes a file expire. A chat request body over ``max_body_bytes`` (100 MB, as
+Kimi) is a 400. In the token estimate an image counts 1,000 tokens and a video 4,000, however sent.
+
 Standalone (demos): ``python -m kimi_code.agent.fake_kimi --script FILE.json [--port N]`` prints the
 base URL and serves until interrupted. The file holds a JSON list; each item is a Turn
 (``{"content": ..., "reasoning": ..., "tool_calls": [{"name": ..., "arguments": {...}}]}``) or a
@@ -40,6 +48,9 @@ or ``{"status": 500, "error_type": "server_error", "message": "..."}``).
 from __future__ import annotations
 
 import argparse
+import base64
+import email.parser
+import email.policy
 import json
 import re
 import socket
@@ -50,6 +61,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from kimi_code.tools.media import IMAGE_MIMES, VIDEO_MIMES, sniff
 
 from .config import MODELS, model_info
 
@@ -62,15 +75,36 @@ _MAX_TOOLS = 128
 # Output budget assumed for the window check when a request sets neither max_completion_tokens
 # nor max_tokens.
 DEFAULT_MAX_TOKENS = 1024
+# Kimi's limits: a request body under 100 MB; an uploaded file up to 100 MB.
+MAX_BODY_BYTES = 100_000_000
+MAX_FILE_BYTES = 100_000_000
+FILE_PURPOSES = ("file-extract", "image", "video", "batch")
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+# What one image or video costs in the estimate below, in tokens, however it is sent (a data URL's
+# length says nothing about its tokens: Kimi counts media by resolution and key frames).
+MEDIA_TOKENS = {"image_url": 1_000, "video_url": 4_000}
+_MEDIA_URL = re.compile(r'"(image_url|video_url)":\{"url":"([^"]*)"')
+
+
+def _chars(text: str) -> int:
+    """The length of a message's JSON for the estimate, each media URL counted as its flat cost."""
+    if '_url":{"url":"' not in text:
+        return len(text)
+    n = len(text)
+    for m in _MEDIA_URL.finditer(text):
+        n += 4 * MEDIA_TOKENS[m.group(1)] - len(m.group(2))
+    return n
+
+
 def default_count_tokens(body: dict[str, Any]) -> int:
-    """The documented estimate: (JSON length of each message + JSON length of tools) // 4."""
-    chars = sum(len(_dumps(m)) for m in body.get("messages") or ())
+    """The documented estimate: (JSON length of each message + JSON length of tools) // 4, an image
+    or video counting as MEDIA_TOKENS."""
+    chars = sum(_chars(_dumps(m)) for m in body.get("messages") or ())
     if body.get("tools"):
         chars += len(_dumps(body["tools"]))
     return chars // 4
@@ -265,6 +299,49 @@ def _empty_text(content: Any) -> bool:
     return False
 
 
+def _check_parts(messages: list[Any], files: dict[str, dict[str, Any]]) -> None:
+    """Content parts: text, image_url and video_url (a base64 data URL of a format Kimi takes, or
+    ms://<id> of an uploaded file of the matching purpose); anything else is a 400."""
+    for i, msg in enumerate(messages):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _invalid(f"Invalid request: {where}.text must be a string")
+                continue
+            if kind not in ("image_url", "video_url"):
+                raise _invalid(f"Invalid request: unknown content part type {kind!r} at {where}")
+            if msg.get("role") != "user":
+                raise _invalid(f"Invalid request: {kind} content is only allowed in user messages ({where})")
+            url = (part.get(kind) or {}).get("url") if isinstance(part.get(kind), dict) else None
+            if not isinstance(url, str):
+                raise _invalid(f"Invalid request: {where}.{kind}.url must be a string")
+            media = "image" if kind == "image_url" else "video"
+            if url.startswith("ms://"):
+                file = files.get(url[len("ms://"):])
+                if file is None:
+                    raise _invalid(f"Invalid request: file {url} not found")
+                if file["purpose"] != media:
+                    raise _invalid(f"Invalid request: file {url} was uploaded with purpose "
+                                   f"{file['purpose']!r}, not {media!r}")
+                continue
+            match = re.match(r"data:([\w.+-]+/[\w.+-]+);base64,", url)
+            allowed = IMAGE_MIMES if media == "image" else VIDEO_MIMES
+            if match is None:
+                raise _invalid(f"Invalid request: {where}.{kind}.url must be a base64 data URL or ms://<file id> "
+                               "(web URLs are not supported)")
+            if match.group(1) not in allowed:
+                raise _invalid(f"Invalid request: unsupported {media} type {match.group(1)} at {where}")
+            try:
+                base64.b64decode(url[match.end():], validate=True)
+            except ValueError:
+                raise _invalid(f"Invalid request: {where}.{kind}.url is not valid base64") from None
+
+
 def _check_history(messages: Any, thinking: bool) -> None:
     if not isinstance(messages, list) or not messages:
         raise _invalid("Invalid request: messages must be a non-empty list")
@@ -351,7 +428,7 @@ class _PrefixCache:
         for msg in messages[same:]:
             text = _dumps(msg)
             hashes.append(hash((hashes[-1], text)))
-            chars.append(chars[-1] + len(text))
+            chars.append(chars[-1] + _chars(text))
         k = 0
         while k + 1 < len(hashes) and hashes[k + 1] in self._seen:
             k += 1
@@ -396,6 +473,8 @@ class FakeKimi:
         chunk_chars: int = 24,
         chunk_delay: float = 0.0,
         max_recorded: int | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         if callable(script):
             self._responder: Responder | None = script
@@ -418,6 +497,13 @@ class FakeKimi:
         self.errors: list[str | None] = []
         self.request_count = 0
         self.connections = 0  # TCP connections accepted: a client that reuses its connection makes one
+        # The files API: uploaded files by id (each {"id", "bytes", "filename", "purpose", "data",
+        # "created_at"}), every upload accepted (without "data"), the ids deleted, and the limits.
+        self.files: dict[str, dict[str, Any]] = {}
+        self.uploads: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.max_body_bytes = max_body_bytes
+        self.max_file_bytes = max_file_bytes
         self._port = port
         self._lock = threading.Lock()
         self._cache = _PrefixCache()
@@ -486,6 +572,51 @@ class FakeKimi:
     def _authorized(self, header: str | None) -> bool:
         return header == f"Bearer {self.api_key}"
 
+    # -- the files API
+    def forget_file(self, file_id: str) -> None:
+        """Drop an uploaded file as if it had expired on the server (later references are a 400)."""
+        with self._lock:
+            self.files.pop(file_id, None)
+
+    @staticmethod
+    def _file_object(f: dict[str, Any]) -> dict[str, Any]:
+        return {"id": f["id"], "object": "file", "bytes": f["bytes"], "created_at": f["created_at"],
+                "filename": f["filename"], "purpose": f["purpose"], "status": "ok", "status_details": ""}
+
+    def _upload(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        """POST /files: multipart form with ``file`` and ``purpose``; the file object, or _Reject."""
+        if not content_type.startswith("multipart/form-data"):
+            raise _invalid("Invalid request: the upload must be multipart/form-data")
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in form.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+        if "file" not in fields:
+            raise _invalid("Invalid request: the upload has no 'file' field")
+        purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace")
+        if purpose not in FILE_PURPOSES:
+            raise _invalid(f"Invalid request: purpose must be one of {', '.join(FILE_PURPOSES)}, not {purpose!r}")
+        filename, data = fields["file"]
+        if len(data) > self.max_file_bytes:
+            raise _invalid(f"Invalid request: file size {len(data)} exceeds the limit of "
+                           f"{self.max_file_bytes} bytes")
+        if not data:
+            raise _invalid("Invalid request: the file is empty")
+        if purpose in ("image", "video"):
+            fmt = sniff(data[:64])
+            if fmt is None or fmt.kind != purpose:
+                raise _invalid(f"Invalid request: the file is not a supported {purpose} format")
+        with self._lock:
+            file_id = f"fake-file-{len(self.uploads) + 1:04d}"
+            f = {"id": file_id, "bytes": len(data), "filename": filename or "upload", "purpose": purpose,
+                 "data": data, "created_at": int(time.time())}
+            self.files[file_id] = f
+            self.uploads.append({k: v for k, v in f.items() if k != "data"})
+        return self._file_object(f)
+
     def _decide(self, auth: str | None, raw: bytes) -> tuple[str, Any, str]:
         """Validate a chat request and pick the answer: (kind, payload, request id)."""
         with self._lock:
@@ -525,6 +656,7 @@ class FakeKimi:
             _check_sampling(body, thinking)
             _check_tools(body.get("tools"))
             _check_history(messages, thinking)
+            _check_parts(messages, self.files)
         measure = self._cache.measure(body, self.count_tokens)
         out = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         window = self.windows[model]
@@ -671,8 +803,42 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _file_route(self) -> str | None:
+        """The file id of a /files/{id} path, or None."""
+        m = re.search(r"/files/([^/?]+)/?(?:\?.*)?$", self.path)
+        return m.group(1) if m else None
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        fake = self.fake
+        file_id = self._file_route()
+        if file_id is None:
+            self._send_error(404, "resource_not_found_error", f"no route {self.path}", "fake-delete")
+            return
+        if not fake._authorized(self.headers.get("Authorization")):
+            self._send_error(401, "invalid_authentication_error", "Invalid Authentication", "fake-delete")
+            return
+        with fake._lock:
+            found = fake.files.pop(file_id, None)
+            if found is not None:
+                fake.deleted.append(file_id)
+        if found is None:
+            self._send_error(404, "resource_not_found_error", f"file {file_id} not found", "fake-delete")
+            return
+        self._send_json(200, {"id": file_id, "object": "file", "deleted": True}, "fake-delete")
+
     def do_GET(self) -> None:  # noqa: N802
         fake = self.fake
+        file_id = self._file_route()
+        if file_id is not None:
+            if not fake._authorized(self.headers.get("Authorization")):
+                self._send_error(401, "invalid_authentication_error", "Invalid Authentication", "fake-get")
+                return
+            found = fake.files.get(file_id)
+            if found is None:
+                self._send_error(404, "resource_not_found_error", f"file {file_id} not found", "fake-get")
+            else:
+                self._send_json(200, fake._file_object(found), "fake-get")
+            return
         if not self.path.rstrip("/").endswith("/models"):
             self._send_error(404, "resource_not_found_error", f"no route {self.path}", "fake-get")
             return
@@ -684,7 +850,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         raw = self._read_body()
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path.endswith("/tokenizers/estimate-token-count"):
+        if path.endswith("/files"):
+            self._files_post(raw)
+        elif path.endswith("/chat/completions") and len(raw) > self.fake.max_body_bytes:
+            fake = self.fake
+            with fake._lock:
+                rid = fake._record({"_too_large": len(raw)}, 400, "request body too large")
+            self._send_error(400, "invalid_request_error", f"Invalid request: the request body ({len(raw)} bytes) "
+                             f"exceeds the limit of {fake.max_body_bytes} bytes", rid)
+        elif path.endswith("/tokenizers/estimate-token-count"):
             self._estimate(raw)
         elif path.endswith("/chat/completions"):
             try:
@@ -693,6 +867,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the client gave up (timeout): nothing to answer
         else:
             self._send_error(404, "resource_not_found_error", f"no route {self.path}", "fake-post")
+
+    def _files_post(self, raw: bytes) -> None:
+        fake = self.fake
+        if not fake._authorized(self.headers.get("Authorization")):
+            self._send_error(401, "invalid_authentication_error", "Invalid Authentication", "fake-files")
+            return
+        try:
+            obj = fake._upload(self.headers.get("Content-Type") or "", raw)
+        except _Reject as rej:
+            self._send_error(rej.status, rej.error_type, rej.message, "fake-files")
+            return
+        self._send_json(200, obj, "fake-files")
 
     def _estimate(self, raw: bytes) -> None:
         fake = self.fake

@@ -130,12 +130,15 @@ class AgentLoop:
         self._empty_replies = 0
         self._step_changed_workspace = False
         # Messages to append once in-flight calls are resolved (resume notices, --continue).
-        self.pending_notices: list[str | tuple[str, str]] = []
+        self.pending_notices: list[str | tuple[str, str | list[dict[str, Any]]]] = []  # (kind, content)
         # Called with every recorded event, after the state applied it (the recorder's list).
         self.observers: list[Callable[[Event], None]] = self.recorder.observers
         # Asked before each model request; the first reason one returns stops the run (the replay
         # provider stops here when its recording no longer fits the session).
         self.stop_checks: list[Callable[[], str | None]] = []
+        # Turns the message list into the one sent: images and videos from their references
+        # (media.MediaWire, set by the assembly); None sends the messages as they are.
+        self.wire: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
     # -- recording -------------------------------------------------------------------------
     def record(self, payload: ep.EventPayload, step: int | None = None) -> Event:
@@ -284,7 +287,7 @@ class AgentLoop:
 
     def _complete(self, messages: list[dict[str, Any]], max_out: int) -> AssistantTurn:
         return self.client.complete(
-            messages,
+            self.wire(messages) if self.wire is not None else messages,
             self.state.tools,
             session_id=self.state.session_id,
             input_tokens=self.state.context_tokens,
@@ -333,7 +336,7 @@ class AgentLoop:
             return
         self.record(ep.Finished(status="success", summary=turn.content.strip(), reason="no_tool_calls"))
 
-    def _user_notice(self, text: str, kind: str = "notice") -> None:
+    def _user_notice(self, text: str | list[dict[str, Any]], kind: str = "notice") -> None:
         message = {"role": "user", "content": text}
         self.record(ep.UserMessage(message=message, kind=kind, tokens=count_message(message)))
 
@@ -413,7 +416,7 @@ class AgentLoop:
         if self.state.pending:
             return  # interrupted mid-batch: a message now would cancel the calls that never started
         if attachments:
-            content = [{"type": "text", "text": "[kimi-code] Images attached by view_image:"}, *attachments]
+            content = [{"type": "text", "text": "[kimi-code] Attached by view_image / view_video:"}, *attachments]
             message = {"role": "user", "content": content}
             self.record(ep.UserMessage(message=message, kind="attachment", tokens=count_message(message)))
         self._loop_guard(calls)

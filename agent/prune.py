@@ -25,8 +25,9 @@ def prunable(store: Any, older_than_days: float, include_unfinished: bool = Fals
 
 
 def remove_session(store: Any, meta: Any) -> list[str]:
-    """Remove one session: its checkpoint refs, its container, then its directory. Returns a
-    warning line for each part that could not be removed."""
+    """Remove one session: its checkpoint refs, the images and videos it uploaded to the endpoint's
+    files API, its container, then its directory. Returns a warning line for each part that could
+    not be removed."""
     warnings: list[str] = []
     try:
         from .checkpoints import Checkpointer
@@ -35,6 +36,10 @@ def remove_session(store: Any, meta: Any) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - the repository may be gone
         warnings.append(f"refs of {meta.id} not pruned: {exc}")
     try:
+        warnings.extend(_delete_uploads(store, meta))
+    except Exception as exc:  # noqa: BLE001 - the endpoint may be unreachable; the session goes anyway
+        warnings.append(f"uploaded files of {meta.id} not deleted: {exc}")
+    try:
         from kimi_code.sandbox.manage import prune_containers
 
         prune_containers(include_running=True, select=lambda row, sid=meta.id: row.session_id == sid)
@@ -42,3 +47,21 @@ def remove_session(store: Any, meta: Any) -> list[str]:
         warnings.append(f"container of {meta.id} not removed: {exc}")
     store.delete(meta.id)
     return warnings
+
+
+def _delete_uploads(store: Any, meta: Any) -> list[str]:
+    """DELETE /files/{id} for each upload the session's log records, at the endpoint it used (the
+    key from this environment, as for any run)."""
+    from .media import delete_uploads
+
+    events = store.open(meta.id).log.load()
+
+    def client(settings: Any) -> Any:
+        from .client import ModelClient
+
+        settings.require_api_key()
+        return ModelClient(settings)
+
+    from .config import load_settings
+
+    return delete_uploads(events, load_settings, client)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from .event_payloads import EventPayload, SessionStarted
 from .events import Event
 from .state import SessionState
@@ -31,10 +32,12 @@ class Recorder:
         self.first: Event | None = None  # the first event, when this recorder wrote it (start)
 
     @classmethod
-    def start(cls, store: SessionStore, meta: SessionMeta, started: SessionStarted) -> "Recorder":
-        """Create the session's directory holding its first event, and its recorder."""
+    def start(cls, store: SessionStore, meta: SessionMeta, started: SessionStarted,
+              adopt: dict[str, Path] | None = None) -> "Recorder":
+        """Create the session's directory holding its first event (and the directories ``adopt``
+        names, see ``SessionStore.create``), and its recorder."""
         first = Event(type=started.TYPE, payload=started.data(), step=0)
-        session = store.create(meta, first)
+        session = store.create(meta, first, adopt)
         state = SessionState()
         state.apply(first)
         recorder = cls(session, state)

@@ -30,6 +30,7 @@ from .config import DEFAULT_MODEL, MODELS, Settings
 from .errors import EXIT_AGENT_FAILURE, ConfigError
 from .events import Event, effective_events, newer_version_message
 from .fake_kimi import FakeKimi, Fault, ToolCallSpec, Turn
+from .media import instruction_text
 
 DIVERGENCE_TYPE = "replay_divergence"
 DIVERGED = "replay_diverged"  # the outcome status of a stopped replay
@@ -124,7 +125,7 @@ class Recording:
                 turns[-1].results[str(e.payload.get("call_id"))] = e.payload
             elif e.type == ev.USER_MESSAGE and e.payload.get("kind") == "continue":
                 content = (e.payload.get("message") or {}).get("content")
-                continues[len(turns)] = content if isinstance(content, str) else ""
+                continues[len(turns)] = content if isinstance(content, str) else instruction_text(content)
             elif e.type == ev.COMPACTION and not e.payload.get("mechanical"):
                 summaries.append(str(e.payload.get("summary") or ""))
         if not turns:

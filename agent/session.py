@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import event_payloads as ep
 from . import events as ev
-from . import prompts
+from . import media, prompts
 from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .lazy import prefetch
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "ca_bundle", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
-                   "max_output_tokens", "test_command", "context_window", "replay")
+                   "max_output_tokens", "test_command", "context_window", "replay", "image_input", "video_input",
+                   "media_inline_bytes", "media_tokens")
 
 
 @dataclass
@@ -126,15 +127,18 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         git_read_only=planned.backend == "docker" and (workspace / ".git").is_dir(),
     )
     tools = registry.schemas()
+    # The task's attachments are checked and copied first; the copies become the session's media/.
+    staging, attachments = media.stage_attachments(settings, store.state_dir, session_id, list(options.attach))
     started = ep.SessionStarted(
         session_id=session_id, task=task, repo=str(workspace), workspace=planned.workspace,
         model=settings.model, provider=settings.provider, base_url=settings.effective_base_url,
         system_prompt=system_prompt, tools=tools, settings=_sticky(settings),
         fixed_tokens=count_text(system_prompt) + count_tools(tools), pid=os.getpid(),
-        checkpoints=not options.no_git,
+        checkpoints=not options.no_git, **({"attachments": attachments} if attachments else {}),
     )
     recorder = Recorder.start(store, SessionMeta(id=session_id, repo=str(workspace), task=task[:500],
-                                                 model=settings.model, key=key), started)
+                                                 model=settings.model, key=key), started,
+                              {media.MEDIA_DIR: staging} if staging else None)
     session = recorder.session
     first = recorder.first
     session.lock()
@@ -168,7 +172,8 @@ def _complete_start(loop: AgentLoop, checkpointer: Checkpointer | None, info: Sa
     and the base checkpoint. On resume, whatever a kill during start-up left unrecorded."""
     state = loop.state
     if not state.messages and state.step == 0:
-        message = {"role": "user", "content": prompts.task_message(state.task, info.os_release)}
+        message = {"role": "user", "content": media.content(prompts.task_message(state.task, info.os_release),
+                                                            state.attachments)}
         loop.record(ep.UserMessage(message=message, kind="task", tokens=count_message(message)), step=0)
     if checkpointer is not None and not state.checkpoints:
         base = checkpointer.base()
@@ -213,6 +218,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                 finally:
                     view.close()
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
+        # --continue's attachments: checked against the session's endpoint, copied into its media/.
+        parts = media.attach_to_session(settings, session.root, list(options.attach)) if options.continue_text else []
         replay = _open_replay(settings, options)
         if replay is not None:
             settings = replay.settings
@@ -243,7 +250,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                     notices.append(prompts.drift_notice(drift))
             loop.pending_notices = notices
             if options.continue_text:
-                loop.pending_notices.append(("continue", prompts.continue_message(options.continue_text)))
+                loop.pending_notices.append(("continue", media.content(prompts.continue_message(options.continue_text),
+                                                                       parts)))
             outcome = loop.run()
             return _finish(runner, outcome, checkpointer)
         finally:

@@ -84,6 +84,8 @@ class SessionState:
     changed_files: set[str] = field(default_factory=set)
     sandbox: dict[str, Any] = field(default_factory=dict)
     checkpoints_enabled: bool | None = None  # None: a log from before this was recorded
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # media given with the task
+    uploads: dict[str, str] = field(default_factory=dict)  # media sha256 -> the endpoint's file id
 
     status: str = "running"  # running | finished | interrupted | limit | failed
     finish: dict[str, Any] | None = None  # {"status", "summary", "reason"}
@@ -104,11 +106,11 @@ class SessionState:
             if event.type == ev.REWIND:
                 to_step = int(event.payload["to_step"])
                 kept = [e for e in effective if ev.survives_rewind(e, to_step)]
-                totals, sandbox = state.totals, state.sandbox
+                totals, sandbox, uploads = state.totals, state.sandbox, state.uploads
                 state = cls()
                 for e in kept:
                     state.apply(e)
-                state.totals, state.sandbox = totals, sandbox  # history of the world, not rewound
+                state.totals, state.sandbox, state.uploads = totals, sandbox, uploads  # the world, not rewound
                 effective = kept
             effective.append(event)
             state.apply(event)
@@ -138,6 +140,7 @@ class SessionState:
         self.tools = p.get("tools") or []
         self.settings = p.get("settings") or {}
         self.checkpoints_enabled = p.get("checkpoints")
+        self.attachments = list(p.get("attachments") or [])
         self.fixed_tokens = int(p.get("fixed_tokens") or (count_text(self.system_prompt) + count_tools(self.tools)))
 
     def _on_user(self, e: Event) -> None:
@@ -290,6 +293,9 @@ class SessionState:
         self.status = "running"
         self.limit = None
 
+    def _on_media_uploaded(self, e: Event) -> None:
+        self.uploads[e.payload["sha256"]] = e.payload["file_id"]
+
     def _on_finished(self, e: Event) -> None:
         self.status = "finished"
         self.finish = dict(e.payload)
@@ -356,4 +362,5 @@ _HANDLERS = {
     ev.INTERRUPTED: SessionState._on_interrupted,
     ev.RESUMED: SessionState._on_resumed,
     ev.FINISHED: SessionState._on_finished,
+    ev.MEDIA_UPLOADED: SessionState._on_media_uploaded,
 }

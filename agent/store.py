@@ -288,17 +288,26 @@ class SessionStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir).expanduser()
 
-    def create(self, meta: SessionMeta, first: Event) -> SessionDir:
+    def create(self, meta: SessionMeta, first: Event, adopt: dict[str, Path] | None = None) -> SessionDir:
         """A new session directory that already holds its first event: built under a hidden name,
         fsynced, then renamed into place, so no session directory is ever seen without its start
-        event (a kill at any instant leaves either nothing or a resumable session)."""
+        event (a kill at any instant leaves either nothing or a resumable session). ``adopt``:
+        directories (already fsynced, on this file system) moved in under the given names first,
+        e.g. the task's attachments as ``media``, which the first event refers to; they are removed
+        when the session cannot be created."""
+        import shutil
+
         root = self.state_dir / meta.id
         if root.exists():
+            for path in (adopt or {}).values():
+                shutil.rmtree(path, ignore_errors=True)
             raise SessionError(f"session {meta.id} already exists")
         tmp = self.state_dir / f".{meta.id}.{os.getpid()}.new"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
+            for name, path in (adopt or {}).items():
+                os.rename(path, tmp / name)
             first.seq = 0
             with open(tmp / EVENTS_FILE, "wb") as fh:
                 fh.write(_line(first))
@@ -310,9 +319,9 @@ class SessionStore:
             os.rename(tmp, root)
             _fsync_dir(self.state_dir)
         except OSError as exc:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
+            for path in (adopt or {}).values():
+                shutil.rmtree(path, ignore_errors=True)
             raise StorageError(f"cannot create a session in {self.state_dir}: "
                                f"{exc.strerror or exc.__class__.__name__}") from None
         return SessionDir(root)

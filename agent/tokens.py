@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 ENCODING = "o200k_base"
 MESSAGE_OVERHEAD = 4  # role and separators per message
+# Flat estimates for media parts of unknown size (see tools/media.py for the sized estimate).
+IMAGE_TOKENS = 1_000
+VIDEO_TOKENS = 8_000
 _lock = threading.Lock()
 _encoder: list[Callable[[str], int] | None] = []
 _warned = [False]
@@ -100,7 +103,7 @@ def count_text(text: str) -> int:
 
 
 def count_message(message: dict[str, Any]) -> int:
-    """Tokens of one chat message as sent: text, reasoning, tool calls; images at a flat rate."""
+    """Tokens of one chat message as sent: text, reasoning, tool calls; media by their estimate."""
     total = MESSAGE_OVERHEAD
     content = message.get("content")
     if isinstance(content, str):
@@ -109,8 +112,12 @@ def count_message(message: dict[str, Any]) -> int:
         for part in content:
             if part.get("type") == "text":
                 total += count_text(part.get("text", ""))
+            elif part.get("type") == "media":  # a stored image or video: its estimate was made once
+                total += int((part.get("media") or {}).get("tokens") or IMAGE_TOKENS)
             elif part.get("type") == "image_url":
-                total += 1_000  # flat estimate; corrected by the API's prompt_tokens
+                total += IMAGE_TOKENS  # flat estimate; corrected by the API's prompt_tokens
+            elif part.get("type") == "video_url":
+                total += VIDEO_TOKENS
     reasoning = message.get("reasoning_content")
     if reasoning:
         total += count_text(reasoning)

@@ -20,8 +20,15 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "[image]") if isinstance(p, dict) else str(p) for p in content)
+        return " ".join(_part_text(p) if isinstance(p, dict) else str(p) for p in content)
     return ""
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    if part.get("type") == "media":  # a stored image or video (media.py)
+        media = part.get("media") or {}
+        return f"[{media.get('kind', 'media')} {media.get('name', '')}]"
+    return part.get("text", "[video]" if part.get("type") == "video_url" else "[image]")
 
 
 def _clip(text: str, n: int = MAX_RESULT_CHARS) -> str:

@@ -12,6 +12,7 @@ from helpers import KEY, cli_env, make_repo, run_cli
 from kimi_code.agent import events as ev
 from kimi_code.agent.event_payloads import PAYLOADS, check_payload, payload_table
 from kimi_code.agent.fake_kimi import FakeKimi, Fault, ToolCallSpec, Turn
+from media_files import png
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -43,11 +44,14 @@ def _call(name: str, **arguments: Any) -> ToolCallSpec:
 
 
 def test_what_a_real_session_writes_fits_the_declared_payloads(tmp_path: Path) -> None:
-    """A run with a retry, tools, a compaction, a limit, a resume, a rewind and a finish: every
-    event on disk fits its model (the CLI also checks each one as it writes it, in the tests)."""
+    """A run with an attached (uploaded) image, a retry, tools, a compaction, a limit, a resume, a
+    rewind and a finish: every event on disk fits its model (the CLI also checks each one as it
+    writes it, in the tests)."""
     big = "\n".join(f"{i} lorem ipsum dolor sit amet " * 3 for i in range(150))
     repo = make_repo(tmp_path / "repo", {"big.txt": big, "a.txt": "x\n"})
-    env = cli_env(tmp_path, KIMI_CODE_CONTEXT_WINDOW="16000", KIMI_CODE_MAX_OUTPUT_TOKENS="2000")
+    (tmp_path / "shot.png").write_bytes(png(8, 8))
+    env = cli_env(tmp_path, KIMI_CODE_CONTEXT_WINDOW="16000", KIMI_CODE_MAX_OUTPUT_TOKENS="2000",
+                  KIMI_CODE_MEDIA_INLINE_BYTES="0")
     steps = [0]
     faults = {1: Fault.rate_limited(retry_after=0),  # retried: api_retry
               12: Fault(401, "invalid_authentication_error", "bad key")}  # not retried: interrupted
@@ -71,7 +75,8 @@ def test_what_a_real_session_writes_fits_the_declared_payloads(tmp_path: Path) -
 
     with FakeKimi(model, api_key=KEY, context_window=16000) as fake:
         base = ["--base-url", fake.base_url, "--output", "json"]
-        proc = run_cli(["run", "--repo", str(repo), "--sandbox", "none", "--max-steps", "9", *base, "t"], env)
+        proc = run_cli(["run", "--repo", str(repo), "--sandbox", "none", "--max-steps", "9", *base,
+                        "--attach", str(tmp_path / "shot.png"), "t"], env)
         assert proc.returncode == 3, proc.stderr
         sid = json.loads(proc.stdout)["session_id"]
         assert run_cli(["rewind", sid, "--to", "6"], env).returncode == 0

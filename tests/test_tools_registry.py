@@ -44,7 +44,7 @@ def test_builtin_schemas_are_valid_for_kimi() -> None:
     schemas = default_registry().schemas()
     names = [s["function"]["name"] for s in schemas]
     assert names == ["read_file", "write_file", "edit_file", "list_files", "search", "shell",
-                     "run_tests", "todo", "view_image", "finish"]
+                     "run_tests", "todo", "view_image", "view_video", "finish"]
     for s in schemas:
         assert s["type"] == "function"
         fn = s["function"]
@@ -305,7 +305,7 @@ def test_builtin_read_only_flags() -> None:
     flags = {n: reg.is_read_only(n, "{}") for n in reg.names}
     assert flags == {"read_file": True, "write_file": False, "edit_file": False, "list_files": True,
                      "search": True, "shell": False, "run_tests": False, "todo": False,
-                     "view_image": True, "finish": False}
+                     "view_image": True, "view_video": True, "finish": False}
 
 
 class _Recorder:

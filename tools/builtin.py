@@ -9,6 +9,7 @@ from .plan import todo
 from .registry import ToolRegistry
 from .search import search
 from .shell import run_tests, shell
+from .video import view_video
 
 
 def default_registry() -> ToolRegistry:
@@ -23,5 +24,6 @@ def default_registry() -> ToolRegistry:
     reg.register(run_tests)
     reg.register(todo)
     reg.register(view_image, read_only=True)
+    reg.register(view_video, read_only=True)
     reg.register(finish)
     return reg

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import BinaryIO
 
 from .image import sniff_image
+from .media import sniff
 from .paths import PathError, WorkspacePath, lstat, open_read, read_bytes, resolve, resolve_for_write, write_bytes
 from .types import ToolContext, ToolError, ToolResult
 from .walk import MAX_LIST_ENTRIES, list_tree
@@ -35,6 +36,9 @@ def _binary_hint(wp: WorkspacePath, head: bytes, size: int) -> str | None:
     kind = sniff_image(head)
     if kind:
         return f"{wp.rel} is a {kind} image: use view_image to look at it."
+    fmt = sniff(head)
+    if fmt is not None:  # a video (images are matched above)
+        return f"{wp.rel} is a {fmt.label} video: use view_video to look at it."
     if head.startswith(b"%PDF"):
         return (f"{wp.rel} is a PDF ({size} bytes): read_file shows text only; extract text with "
                 "shell, e.g. `pdftotext file.pdf -` if installed.")
@@ -440,7 +444,8 @@ def edit_file(
     data = read_bytes(wp)
     hint = _binary_hint(wp, data[:SNIFF_BYTES], len(data))
     if hint:
-        raise ToolError(hint.replace("view_image to look at it", "shell tools to change it"))
+        raise ToolError(hint.replace("view_image to look at it", "shell tools to change it")
+                        .replace("view_video to look at it", "shell tools to change it"))
     text, encoding = decode_text(data)
     crlf_count = text.count("\r\n")
     crlf_file = crlf_count > text.count("\n") - crlf_count

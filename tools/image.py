@@ -1,72 +1,29 @@
-"""view_image: attach a workspace image to the next model request (Kimi takes base64 data URLs)."""
+"""view_image: attach a workspace image to the next model request.
+
+With the session's media store (``ToolContext.media``) the image is copied into the session and the
+result carries a reference to the copy (the log stays small; the request is built from it); without
+one (a bare registry) it goes inline as a base64 data URL.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
-import struct
 
+from .media import IMAGE_FORMATS_TEXT, MediaInfo, MediaError, image_size, inspect, sniff
+from .media import USEFUL_IMAGE_PIXELS as USEFUL_PIXELS  # noqa: F401 - kept for callers
 from .paths import open_read, resolve
 from .types import ToolContext, ToolError, ToolResult
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-# Above this resolution Kimi spends more tokens without seeing more (see KIMI_API.md, Images).
-USEFUL_PIXELS = (4096, 2160)
+__all__ = ["MAX_IMAGE_BYTES", "USEFUL_PIXELS", "image_size", "sniff_image", "view_image"]
 
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WebP": "image/webp"}
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
 def sniff_image(head: bytes) -> str | None:
     """The image format Kimi accepts that these bytes start with: PNG, JPEG, GIF, WebP, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return None
-
-
-def image_size(kind: str, data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header, without an imaging library; None if it cannot tell."""
-    try:
-        if kind == "PNG":
-            return struct.unpack(">II", data[16:24])
-        if kind == "GIF":
-            return struct.unpack("<HH", data[6:10])
-        if kind == "WebP":
-            chunk = data[12:16]
-            if chunk == b"VP8X":
-                w = int.from_bytes(data[24:27], "little") + 1
-                h = int.from_bytes(data[27:30], "little") + 1
-                return w, h
-            if chunk == b"VP8 ":
-                w, h = struct.unpack("<HH", data[26:30])
-                return w & 0x3FFF, h & 0x3FFF
-            if chunk == b"VP8L":
-                bits = int.from_bytes(data[21:25], "little")
-                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-            return None
-        if kind == "JPEG":
-            i = 2
-            while i + 9 < len(data):
-                if data[i] != 0xFF:
-                    i += 1
-                    continue
-                marker = data[i + 1]
-                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                    i += 1 if marker == 0xFF else 2
-                    continue
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
-                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                    return w, h
-                i += 2 + length
-    except (struct.error, IndexError):
-        return None
-    return None
+    fmt = sniff(head)
+    return fmt.label if fmt is not None and fmt.kind == "image" else None
 
 
 def view_image(ctx: ToolContext, path: str) -> ToolResult:
@@ -86,23 +43,30 @@ def view_image(ctx: ToolContext, path: str) -> ToolResult:
                 f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB. Make a smaller copy first (e.g. scale it "
                 "down or convert it to JPEG with a tool in the sandbox) and view that."
             )
-        data = f.read()
-    kind = sniff_image(data[:16])
-    if kind is None:
-        ext = os.path.splitext(wp.rel)[1].lower()
-        extra = " SVG is text: read it with read_file, or render it to PNG." if ext == ".svg" else ""
-        raise ToolError(f"{wp.rel} is not a PNG, JPEG, WebP or GIF image (judged by its content)."
-                        + extra)
-    dims = image_size(kind, data)
-    dims_text = f", {dims[0]}x{dims[1]}" if dims else ""
-    note = ""
-    if dims and (max(dims) > USEFUL_PIXELS[0] or min(dims) > USEFUL_PIXELS[1]):
-        note = " It is larger than 4096x2160: a scaled-down copy would cost fewer tokens."
-    url = f"data:{_MIME[kind]};base64,{base64.b64encode(data).decode('ascii')}"
-    kb = max(1, round(size / 1024))
+        try:
+            info = inspect(f, wp.rel, kinds=("image",))
+        except MediaError as exc:
+            raise ToolError(str(exc).replace(f"not an image ({IMAGE_FORMATS_TEXT})",
+                                             f"not a {IMAGE_FORMATS_TEXT} image")) from None
+        part = attach(ctx, f, info, wp.rel)
+    return media_result(wp.rel, info, part, "image")
+
+
+def attach(ctx: ToolContext, fh, info: MediaInfo, name: str) -> dict:  # type: ignore[no-untyped-def]
+    """The content part for ``fh``: a reference from the session's media store, else inline."""
+    if ctx.media is not None:
+        return ctx.media.add(fh, info, name)
+    fh.seek(0)
+    url = f"data:{info.mime};base64,{base64.b64encode(fh.read()).decode('ascii')}"
+    key = "image_url" if info.kind == "image" else "video_url"
+    return {"type": key, key: {"url": url}}
+
+
+def media_result(rel: str, info: MediaInfo, part: dict, what: str) -> ToolResult:
+    note = "".join(" " + w for w in info.warnings())
     return ToolResult(
-        f"Attached {wp.rel} ({kind}{dims_text}, {kb} KB); it follows as an image.{note}",
-        metadata={"path": wp.rel, "mime": _MIME[kind], "bytes": size,
-                  "width": dims[0] if dims else None, "height": dims[1] if dims else None},
-        attachments=[{"type": "image_url", "image_url": {"url": url}}],
+        f"Attached {rel} ({info.describe()}); it follows as {'an' if what == 'image' else 'a'} {what}.{note}",
+        metadata={"path": rel, "mime": info.mime, "bytes": info.bytes, "width": info.width,
+                  "height": info.height, **({"duration": info.duration} if info.kind == "video" else {})},
+        attachments=[part],
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Protocol, Union
 
 from kimi_code.sandbox.base import Sandbox
 
@@ -22,8 +22,18 @@ class ToolResult:
     # JSON-serialisable details for the session log and the view: {"diff": ...}, {"exit_code": ...},
     # {"todo": [...]}, {"finish": {...}}.
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Content parts for the next request, e.g. {"type": "image_url", "image_url": {"url": "data:..."}}.
+    # Content parts for the next request: what ``ToolContext.media`` returned (a reference to a
+    # stored copy), or without one an inline part {"type": "image_url", "image_url": {"url": "data:..."}}.
     attachments: list[dict] = field(default_factory=list)
+
+
+class MediaSink(Protocol):
+    """Where a tool hands an image or video it attaches (the session keeps a copy of it).
+
+    ``add`` copies the open file, returns the content part that refers to the copy, and raises
+    ``MediaError`` (tools/media.py) with a message for the model when the endpoint cannot take it."""
+
+    def add(self, fh: BinaryIO, info: Any, name: str) -> dict[str, Any]: ...  # info: media.MediaInfo
 
 
 @dataclass
@@ -33,6 +43,7 @@ class ToolContext:
     command_timeout: float = 120.0
     test_command: str | None = None  # from settings; else AGENTS.md; else detected
     todo: list[dict] = field(default_factory=list)  # the current plan (the loop keeps it updated)
+    media: MediaSink | None = None  # the session's media store; None: media go inline as data URLs
 
 
 class ToolError(Exception):
