@@ -62,6 +62,19 @@ def build(without: set[str]) -> MCPServer:
         await anyio.sleep(seconds)
         return f"slept {seconds}"
 
+    meetings: dict[str, dict] = {}
+
+    @tool("meet", read_only=True)
+    async def meet(key: str, count: int) -> str:
+        """Wait (up to a minute) until `count` calls with this key are in progress at the same time."""
+        state = meetings.setdefault(key, {"calls": 0, "all_here": anyio.Event()})
+        state["calls"] += 1
+        if state["calls"] >= count:
+            state["all_here"].set()
+        with anyio.move_on_after(60):
+            await state["all_here"].wait()
+        return "met" if state["all_here"].is_set() else "alone"
+
     @tool("crash")
     def crash() -> str:
         """Kill this server's process in the middle of the call."""
