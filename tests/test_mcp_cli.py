@@ -74,6 +74,7 @@ def test_the_model_calls_mcp_tools_and_gets_their_results(tmp_path: Path) -> Non
     # The image came back as an attachment of the next request.
     attached = [m for m in requests[1]["messages"] if m["role"] == "user" and isinstance(m["content"], list)]
     assert attached and attached[-1]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert attached[-1]["content"][0]["text"] == "[kimi-code] Images attached by mcp__demo__picture:"
     # The recorded tool list is the one sent.
     events = stream_events(proc.stdout)
     session_id = events[-1]["session_id"]
@@ -237,3 +238,22 @@ def test_a_stdio_server_inside_the_sandbox(tmp_path: Path, remove_containers_und
     client = docker.from_env()
     assert not client.containers.list(all=True, filters={"label": f"kimi-code.session={events[-1]['session_id']}"})
     client.close()
+
+
+def test_a_run_without_mcp_servers_does_not_import_the_sdk(tmp_path: Path) -> None:
+    import subprocess
+
+    from helpers import cli_cmd
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x\n"})
+    script = [Turn(reasoning="Read.", tool_calls=[ToolCallSpec("read_file", {"path": "a.txt"})]),
+              Turn(reasoning="Done.", tool_calls=[ToolCallSpec("finish", {"summary": "ok"})])]
+    with FakeKimi(script, api_key=KEY) as fake:
+        cmd = cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none", "task")
+        proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=cli_env(tmp_path), capture_output=True,
+                              text=True, timeout=TIMEOUT, input="")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert "openai" in imported  # the parse saw the run's imports
+    assert not imported & {"mcp", "mcp_types"}

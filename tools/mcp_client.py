@@ -212,7 +212,7 @@ class McpManager:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except BaseException:  # a timeout here, or Ctrl-C: the server is told the call is cancelled
             future.cancel()
             raise
 
