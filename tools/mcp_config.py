@@ -105,7 +105,10 @@ def parse_servers(data: Any, where: str) -> dict[str, McpServerConfig]:
         raise ValueError(f"{where}: mcp_servers must be a table of [mcp_servers.NAME] tables")
     out: dict[str, McpServerConfig] = {}
     for name, table in data.items():
-        check_server_name(name)
+        try:
+            check_server_name(name)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if isinstance(table, McpServerConfig):
             out[name] = table
             continue
