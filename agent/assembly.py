@@ -174,7 +174,7 @@ def resume_tools(settings: Settings, session_id: str, workspace: Path, recorded:
     from kimi_code.tools.mcp_tools import register_recorded, server_of
 
     sources = ToolSources(default_tools(), settings, workspace, warn=warn or _stderr_warning)
-    names = [t.get("function", {}).get("name") for t in recorded if isinstance(t, dict)]
+    names = [t["function"].get("name") for t in recorded if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     used = {s for s in (server_of(n) for n in names if isinstance(n, str)) if s}
     if not used:
         return sources

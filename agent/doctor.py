@@ -67,11 +67,11 @@ def _docker(settings: Any) -> list[Check]:
     return rows
 
 
-def _mcp(settings: Any, workspace: Path) -> list[Check]:
+def _mcp(settings: Any, workspace: Path, environ: Mapping[str, str] | None) -> list[Check]:
     from .mcp_status import server_statuses, workspace_of
 
     try:
-        rows, repo = server_statuses(settings, workspace_of(workspace))
+        rows, repo = server_statuses(settings, workspace_of(workspace), environ=environ)
     except KimiCodeError as exc:
         return [Check("MCP servers", False, str(exc), True)]
     checks = []
@@ -104,5 +104,5 @@ def run_checks(settings_flags: Mapping[str, Any] | None = None, *, environ: Mapp
     rows.extend(_docker(settings))
     git = shutil.which("git")
     rows.append(Check("git", git is not None, git or "git not found on PATH", True))
-    rows.extend(_mcp(settings, workspace or Path(".")))
+    rows.extend(_mcp(settings, workspace or Path("."), env))
     return rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from kimi_code.tools.mcp_config import McpServerConfig
 
@@ -53,10 +53,11 @@ def workspace_of(repo: Path) -> Path:
         return find_workspace(repo, True)
 
 
-def server_statuses(settings: Settings, workspace: Path, *, trust_mcp: bool = False,
-                    probe: bool = True) -> tuple[list[ServerStatus], RepoConfig]:
-    """Every configured server of a run in ``workspace``; with ``probe``, the host ones are started."""
-    repo = repo_config(workspace)
+def server_statuses(settings: Settings, workspace: Path, *, trust_mcp: bool = False, probe: bool = True,
+                    environ: Mapping[str, str] | None = None) -> tuple[list[ServerStatus], RepoConfig]:
+    """Every configured server of a run in ``workspace``; with ``probe``, the host ones are started.
+    ``environ`` (default: the process's) locates the trust list, as for ``user_config_path``."""
+    repo = repo_config(workspace, environ)
     repo_servers: dict[str, McpServerConfig] = {}
     if repo.state != "absent":
         repo_servers = read_mcp_file(repo.path, "repository MCP config")
