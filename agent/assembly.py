@@ -113,7 +113,6 @@ class ToolSources:
     a server in it had to start before the session's first event; the Runner takes it over."""
 
     registry: ToolRegistry
-    settings: Settings
     workspace: Path
     mcp: McpManager | None = None
     sandbox: Sandbox | None = None
@@ -145,10 +144,11 @@ def start_tools(settings: Settings, session_id: str, workspace: Path, *, trust_m
     because the tool list is part of the session's first event (the stable prompt prefix). A
     server to run in the sandbox makes the sandbox start now too. A server that does not start is
     reported once and left out, unless it is ``required`` (ConfigError, exit 2)."""
-    sources = ToolSources(default_tools(), settings, workspace, warn=warn or _stderr_warning)
+    sources = ToolSources(default_tools(), workspace, warn=warn or _stderr_warning)
     servers, repo = run_servers(settings, workspace, trust_repo=trust_mcp)
-    if repo.notice():
-        sources.warn(repo.notice() or "")
+    notice = repo.notice()
+    if notice:
+        sources.warn(notice)
     if not servers:
         return sources
     from kimi_code.tools.mcp_client import McpManager
@@ -173,14 +173,15 @@ def resume_tools(settings: Settings, session_id: str, workspace: Path, recorded:
     once the sandbox runs; a recorded tool whose server or tool is gone answers with an error."""
     from kimi_code.tools.mcp_tools import register_recorded, server_of
 
-    sources = ToolSources(default_tools(), settings, workspace, warn=warn or _stderr_warning)
+    sources = ToolSources(default_tools(), workspace, warn=warn or _stderr_warning)
     names = [t["function"].get("name") for t in recorded if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     used = {s for s in (server_of(n) for n in names if isinstance(n, str)) if s}
     if not used:
         return sources
     servers, repo = run_servers(settings, workspace, trust_repo=trust_mcp)
-    if repo.notice():
-        sources.warn(repo.notice() or "")
+    notice = repo.notice()
+    if notice:
+        sources.warn(notice)
     needed = {name: config for name, config in servers.items() if name in used}
     if not needed:
         from kimi_code.tools.mcp_tools import Unconfigured

@@ -21,7 +21,7 @@ from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .lazy import prefetch
 from .assembly import (  # noqa: F401 - RunOptions: cli's
-    Runner, RunOptions, default_tools, make_checkpointer, planned_info, resume_tools, start_tools)
+    Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
 from .recorder import Recorder
 from .loop import AgentLoop, Outcome
 from .state import SessionState

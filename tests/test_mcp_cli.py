@@ -217,7 +217,11 @@ def test_a_stdio_server_inside_the_sandbox(tmp_path: Path, remove_containers_und
     script = [Turn(reasoning="Where?", tool_calls=[ToolCallSpec("mcp__mini__whereami", {}, id="w"),
                                                     ToolCallSpec("mcp__mini__write_note", {"name": "note.txt",
                                                                                             "text": "from mcp"},
-                                                                 id="n")]),
+                                                                 id="n"),
+                                                    # A request larger than the socket buffers.
+                                                    ToolCallSpec("mcp__mini__write_note", {"name": "big.txt",
+                                                                                            "text": "y" * 400_000},
+                                                                 id="b")]),
               Turn(reasoning="Done.", tool_calls=[ToolCallSpec("finish", {"summary": "ok"})])]
     with FakeKimi(script, api_key=KEY) as fake:
         proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args("docker"),
@@ -231,6 +235,7 @@ def test_a_stdio_server_inside_the_sandbox(tmp_path: Path, remove_containers_und
     assert where["greeting"] == "hello" and where["has_api_key"] is False
     assert results["n"] == "wrote /workspace/note.txt"
     assert (repo / "note.txt").read_text() == "from mcp"
+    assert results["b"] == "wrote /workspace/big.txt" and (repo / "big.txt").stat().st_size == 400_000
     events = stream_events(proc.stdout)
     assert [e["payload"]["action"] for e in events if e["type"] == "sandbox"] == ["started"]
     import docker

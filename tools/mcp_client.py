@@ -247,9 +247,12 @@ class McpManager:
         if route is None:
             return ToolResult(f"{exposed} no longer exists: the MCP server {srv.name} does not offer that tool any "
                               "more (it did when the session started); use another tool", is_error=True)
-        timeout = srv.launch.config.tool_timeout
+        config = srv.launch.config
+        timeout = config.tool_timeout
+        # The SDK ends the call at the timeout; a restart after a crash may take a start's time more.
+        wait = timeout + config.startup_timeout + 3 * GRACE
         try:
-            return self._wait(self._call(srv, route[1], arguments, timeout), timeout + 2 * GRACE)
+            return self._wait(self._call(srv, route[1], arguments, timeout), wait)
         except concurrent.futures.TimeoutError:
             return ToolResult(f"{exposed}: no answer within {timeout:g} s (tool_timeout); the call was cancelled",
                               is_error=True)
@@ -503,7 +506,7 @@ async def _channel_transport(srv: _Server, launch: Launch) -> AsyncIterator[Any]
             async with write_out:
                 async for message in write_out:
                     data = message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
-                    await anyio.to_thread.run_sync(channel.send, data)
+                    await anyio.to_thread.run_sync(channel.send, data, abandon_on_cancel=True)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             await read_in.aclose()
 
