@@ -10,25 +10,31 @@ here. Heavy modules (the docker SDK, gitpython, rich) are imported by the functi
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kimi_code.sandbox.base import WORKSPACE, Sandbox, SandboxInfo
 from kimi_code.sandbox.local import LocalSandbox
+from kimi_code.tools.mcp_config import McpServerConfig
 from kimi_code.tools.registry import ToolContext, ToolRegistry
 
 from . import prompts
 from .client import ModelClient
 from .config import Settings, secret_env_names
+from .errors import ConfigError
 from .events import Event
 from .loop import AgentLoop, Limits
 from .media import MEDIA_DIR, MediaStore, MediaWire, endpoint_refusal
+from .mcp_trust import run_servers
 from .recorder import Recorder
 
 if TYPE_CHECKING:
+    from kimi_code.tools.mcp_client import McpManager, StartReport
+
     from .checkpoints import Checkpointer
     from .replay import ReplaySource
     from .view import View
@@ -98,6 +104,168 @@ def default_tools() -> ToolRegistry:
     return default_registry()
 
 
+# -- MCP servers as tool sources -------------------------------------------------------------------
+
+
+@dataclass
+class ToolSources:
+    """A session's tools: the built-ins, plus the MCP client when servers are configured (nothing
+    of MCP, not even the SDK import, exists without one). ``sandbox`` is the session's sandbox when
+    a server in it had to start before the session's first event; the Runner takes it over."""
+
+    registry: ToolRegistry
+    workspace: Path
+    mcp: McpManager | None = None
+    sandbox: Sandbox | None = None
+    pending: dict[str, McpServerConfig] = field(default_factory=dict)  # started by connect()
+    warn: Callable[[str], None] = _stderr_warning
+    sandbox_taken: bool = False
+
+    def connect(self, sandbox: Sandbox) -> None:
+        """Start the servers a resumed session needs, now that its sandbox runs."""
+        if self.pending and self.mcp is not None:
+            pending, self.pending = self.pending, {}
+            _start_servers(self, self.mcp, pending, sandbox)
+
+    def close(self) -> None:
+        """Stop the MCP servers (and an early sandbox nobody took over); safe to call twice."""
+        if self.mcp is not None:
+            self.mcp.close()
+        if self.sandbox is not None and not self.sandbox_taken:
+            self.sandbox_taken = True
+            try:
+                self.sandbox.stop(remove=True)
+            except Exception:  # noqa: BLE001 - best effort on a failed start
+                log.debug("could not remove the early sandbox", exc_info=True)
+
+
+def start_tools(settings: Settings, session_id: str, workspace: Path, *, trust_mcp: bool = False,
+                warn: Callable[[str], None] | None = None) -> ToolSources:
+    """A new session's tools: the built-ins and those of every configured MCP server, started now,
+    because the tool list is part of the session's first event (the stable prompt prefix). A
+    server to run in the sandbox makes the sandbox start now too. A server that does not start is
+    reported once and left out, unless it is ``required`` (ConfigError, exit 2)."""
+    sources = ToolSources(default_tools(), workspace, warn=warn or _stderr_warning)
+    servers, repo = run_servers(settings, workspace, trust_repo=trust_mcp)
+    notice = repo.notice()
+    if notice:
+        sources.warn(notice)
+    if not servers:
+        return sources
+    from kimi_code.tools.mcp_client import McpManager
+
+    try:
+        sandbox: Sandbox | None = None
+        if settings.sandbox == "docker" and any(c.sandbox for c in servers.values()):
+            sandbox = sources.sandbox = make_sandbox(settings, session_id, workspace)
+            sandbox.start()
+        sources.mcp = McpManager()
+        _start_servers(sources, sources.mcp, servers, sandbox)
+    except BaseException:
+        sources.close()
+        raise
+    return sources
+
+
+def resume_tools(settings: Settings, session_id: str, workspace: Path, recorded: list[dict[str, Any]], *,
+                 trust_mcp: bool = False, warn: Callable[[str], None] | None = None) -> ToolSources:
+    """A resumed session's tools: the built-ins and the MCP tools its log recorded, as recorded
+    (the tool list never changes mid-session). The servers they come from start in ``connect``,
+    once the sandbox runs; a recorded tool whose server or tool is gone answers with an error."""
+    from kimi_code.tools.mcp_tools import register_recorded, server_of
+
+    sources = ToolSources(default_tools(), workspace, warn=warn or _stderr_warning)
+    names = [t["function"].get("name") for t in recorded if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    used = {s for s in (server_of(n) for n in names if isinstance(n, str)) if s}
+    if not used:
+        return sources
+    servers, repo = run_servers(settings, workspace, trust_repo=trust_mcp)
+    notice = repo.notice()
+    if notice:
+        sources.warn(notice)
+    needed = {name: config for name, config in servers.items() if name in used}
+    if not needed:
+        from kimi_code.tools.mcp_tools import Unconfigured
+
+        register_recorded(sources.registry, recorded, Unconfigured())
+        return sources
+    from kimi_code.tools.mcp_client import McpManager
+
+    sources.mcp = McpManager()
+    register_recorded(sources.registry, recorded, sources.mcp)
+    sources.pending = needed
+    return sources
+
+
+def _start_servers(sources: ToolSources, manager: McpManager, servers: dict[str, McpServerConfig],
+                   sandbox: Sandbox | None) -> list[StartReport]:
+    """Launch ``servers`` (on the host, or in the sandbox for ``sandbox = true``) and report each one
+    that did not start; register the tools of those that did when the registry has none of theirs yet."""
+    from kimi_code.tools.mcp_tools import register_listed, server_of
+
+    reports = _launch(manager, servers, sources.workspace, sandbox)
+    registered = {server_of(n) for n in sources.registry.names}
+    for report in reports:
+        config = servers[report.name]
+        if not report.ok:
+            if config.required:
+                raise ConfigError(f"the required MCP server {report.name} {report.error}")
+            sources.warn(f"MCP server {report.name} {report.error}; the run continues without it")
+        elif report.name not in registered:
+            register_listed(sources.registry, report.name, report.tools, manager, sources.warn)
+    return reports
+
+
+def _launch(manager: McpManager, servers: dict[str, McpServerConfig], workspace: Path,
+            sandbox: Sandbox | None) -> list[StartReport]:
+    """Start ``servers``: in the sandbox for ``sandbox = true`` when it can run them (a Docker
+    sandbox; with ``--sandbox none`` commands run on the host, and so do these), else on the host."""
+    from kimi_code.tools.mcp_client import LaunchError, StartReport, host_launch, sandbox_launch
+
+    launches = []
+    failed: list[StartReport] = []
+    for name, config in servers.items():
+        try:
+            open_process = getattr(sandbox, "open_process", None) if config.sandbox else None
+            if open_process is not None:
+                launches.append(sandbox_launch(name, config, open_process, os.environ))
+            else:
+                launches.append(host_launch(name, config, workspace, os.environ, secret_env_names()))
+        except LaunchError as exc:
+            manager.add_failed(name, config, f"was not started: {exc}")
+            failed.append(StartReport(name, False, error=f"was not started: {exc}"))
+    return manager.start(launches) + failed
+
+
+@dataclass
+class McpProbe:
+    """One server started, listed and stopped: its tools as (name the model sees, description,
+    read-only), or why it did not start."""
+
+    name: str
+    ok: bool
+    detail: str
+    tools: list[tuple[str, str, bool]] = field(default_factory=list)
+
+
+def probe_mcp_servers(servers: dict[str, McpServerConfig], workspace: Path) -> list[McpProbe]:
+    """Start each server on the host, list its tools, stop it (`kimi-code mcp list`, doctor)."""
+    if not servers:
+        return []
+    from kimi_code.tools.mcp_client import McpManager
+    from kimi_code.tools.mcp_tools import description_of, exposed_name
+
+    manager = McpManager()
+    try:
+        reports = _launch(manager, servers, workspace, None)
+    finally:
+        manager.close()
+    return [McpProbe(r.name, r.ok, f"{r.server_info or 'server'}: {len(r.tools)} tool(s)" if r.ok
+                     else (r.error or "did not start"),
+                     [(exposed_name(r.name, t.name), description_of(t, r.name), t.read_only) for t in r.tools])
+            for r in reports]
+
+
 def make_view(output: str, session_id: str) -> View:
     from .view import make_view as make
 
@@ -120,13 +288,15 @@ class RunOptions:
     bundle: bool = False
     # Seconds between streamed chunks of a replayed turn (the demo paces its text; 0 = at once).
     pace: float = 0.0
+    # Start the MCP servers of the repository's .kimi-code/mcp.toml without `kimi-code mcp trust`.
+    trust_mcp: bool = False
 
 
 class Runner:
     """Wires one session's objects together."""
 
     def __init__(self, settings: Settings, recorder: Recorder, workspace: Path, options: RunOptions,
-                 replay: ReplaySource | None = None) -> None:
+                 replay: ReplaySource | None = None, tools: ToolSources | None = None) -> None:
         self.settings = settings
         self.recorder = recorder
         self.session = recorder.session
@@ -137,6 +307,7 @@ class Runner:
         self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
         self.replay = replay  # when the model is a recording
+        self.tools = tools  # MCP servers to start with the sandbox, and to stop at the end
 
     def show(self, event: Event) -> None:
         """Show an event recorded before the loop exists (the session's first one)."""
@@ -151,17 +322,29 @@ class Runner:
         checkpointer and the loop: (loop, checkpointer, sandbox info, the sandbox action, notices for
         the agent)."""
         settings, session_id = self.settings, self.session.id
-        sandbox = self.sandbox = make_sandbox(settings, session_id, self.workspace)
         notices: list[str] = []
-        if resuming and sandbox.reattach():
-            action = "reattached"
+        if self.tools is not None and self.tools.sandbox is not None and not self.tools.sandbox_taken:
+            sandbox = self.sandbox = self.tools.sandbox  # started early for an MCP server in it
+            self.tools.sandbox_taken = True
+            action = "started"
         else:
-            sandbox.start()
-            action = "restarted" if resuming and settings.sandbox == "docker" else "started"
-            if action == "restarted":
-                notices.append(prompts.SANDBOX_LOST_NOTICE)
+            sandbox = self.sandbox = make_sandbox(settings, session_id, self.workspace)
+            if resuming and sandbox.reattach():
+                action = "reattached"
+            else:
+                sandbox.start()
+                action = "restarted" if resuming and settings.sandbox == "docker" else "started"
+                if action == "restarted":
+                    notices.append(prompts.SANDBOX_LOST_NOTICE)
+        if self.tools is not None:
+            self.tools.connect(sandbox)
         checkpointer = make_checkpointer(self.workspace, session_id, no_git)
         return self.build(registry, checkpointer), checkpointer, sandbox.info(), action, notices
+
+    def close_tools(self) -> None:
+        """Stop the session's MCP servers (before its sandbox goes); safe to call twice."""
+        if self.tools is not None:
+            self.tools.close()
 
     def build(self, registry: ToolRegistry, checkpointer: Checkpointer | None) -> AgentLoop:
         client = ModelClient(self.settings)

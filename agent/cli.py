@@ -105,6 +105,9 @@ def config_providers() -> None:
 
 
 # -- run / resume ------------------------------------------------------------------------------
+McpOpt = typer.Option(None, "--mcp", help="Add an MCP server for this run: NAME=COMMAND [ARGS] (stdio) or NAME=URL (streamable HTTP); repeatable.")
+McpConfigOpt = typer.Option(None, "--mcp-config", help="Add the [mcp_servers.NAME] tables of this TOML file for this run; repeatable.")
+TrustMcpOpt = typer.Option(False, "--trust-mcp", help="Start the servers of the repository's .kimi-code/mcp.toml without `kimi-code mcp trust`.")
 OutputOpt = typer.Option("text", "--output", "-o", help="text | json (one summary object) | stream-json (one event per line).")
 StateDirOpt = typer.Option(None, "--state-dir", help="Where sessions are stored (env KIMI_CODE_STATE_DIR).")
 AttachOpt = typer.Option(None, "--attach", help="An image (PNG, JPEG, WebP, GIF) or video (MP4, MPEG, MOV, AVI, FLV, "
@@ -307,6 +310,9 @@ def run(
     patch_out: Optional[Path] = typer.Option(None, "--patch-out", help="At the end, write the result as a unified diff."),
     resume_if_exists: bool = typer.Option(False, "--resume-if-exists", help="Continue the unfinished session of the same task and repo, if any (CI retries)."),
     attach: Optional[list[Path]] = AttachOpt,
+    mcp: Optional[list[str]] = McpOpt,
+    mcp_config: Optional[list[Path]] = McpConfigOpt,
+    trust_mcp: bool = TrustMcpOpt,
 ) -> None:
     """Run the agent on a task until it finishes or a limit is reached."""
     from .session import RunOptions, find_workspace, resume as resume_session, session_key, start
@@ -316,7 +322,8 @@ def run(
     limits = _limits(max_steps, max_cost, max_time)
     flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
              "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
-             "compaction": False if no_compaction else None}
+             "compaction": False if no_compaction else None,
+             "mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)}
     settings = config_mod.load_settings(flags)
     if settings.replay is not None:
         _check_recording(settings.replay)
@@ -325,8 +332,8 @@ def run(
     text = _read_task(task, task_file)
     if not text.strip():
         raise ConfigError("the task is empty")
-    options = RunOptions(output=output, limits=limits, no_git=no_git,
-                         keep_sandbox=keep_sandbox, branch=branch, patch_out=patch_out, bundle=resume_if_exists,
+    options = RunOptions(output=output, limits=limits, no_git=no_git, keep_sandbox=keep_sandbox, branch=branch,
+                         patch_out=patch_out, bundle=resume_if_exists, trust_mcp=trust_mcp,
                          attach=tuple(attach or ()))
     workspace = find_workspace(repo, no_git)
     _check_task_fits(settings, text.strip(), workspace)
@@ -397,6 +404,9 @@ def resume(
     branch: Optional[str] = typer.Option(None, "--branch"),
     patch_out: Optional[Path] = typer.Option(None, "--patch-out"),
     attach: Optional[list[Path]] = AttachOpt,
+    mcp: Optional[list[str]] = McpOpt,
+    mcp_config: Optional[list[Path]] = McpConfigOpt,
+    trust_mcp: bool = TrustMcpOpt,
 ) -> None:
     """Continue a stopped session exactly where it stopped."""
     from .session import RunOptions, resume as resume_session
@@ -414,10 +424,12 @@ def resume(
     recording = _replay_path(model)
     if recording is not None:
         _check_recording(recording)
-    flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir}
+    flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir,
+             "mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)}
     _check_state_dir(state_dir or config_mod.load_settings({"state_dir": state_dir}).state_dir, state_dir, write=True)
     options = RunOptions(output=output, limits=limits, keep_sandbox=keep_sandbox, branch=branch,
-                         patch_out=patch_out, continue_text=continue_text, attach=tuple(attach or ()))
+                         patch_out=patch_out, continue_text=continue_text, trust_mcp=trust_mcp,
+                         attach=tuple(attach or ()))
     result = resume_session(flags, session_id, options, state_dir=state_dir)
     if result.outcome.detail.get("already_finished"):
         err_console.print(f"session {result.session_id} already finished; use --continue \"...\" to add instructions",
@@ -535,18 +547,77 @@ def export(
     err_console.print(f"wrote {fmt} of session {session.id} to {out}", highlight=False, markup=False, soft_wrap=True)
 
 
+# -- mcp ---------------------------------------------------------------------------------------
+mcp_app = typer.Typer(help="MCP servers: list them, trust a repository's own.", no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
+McpRepoOpt = typer.Option(Path("."), "--repo", help="Repository (default: the current directory).")
+
+
+@mcp_app.command("list")
+def mcp_list(
+    repo: Path = McpRepoOpt,
+    mcp: Optional[list[str]] = McpOpt,
+    mcp_config: Optional[list[Path]] = McpConfigOpt,
+    trust_mcp: bool = TrustMcpOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per server."),
+) -> None:
+    """Show the configured MCP servers, whether they start, and their tools (as the model sees them)."""
+    from .mcp_status import server_statuses, workspace_of
+
+    settings = config_mod.load_settings({"mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)})
+    rows, repo_file = server_statuses(settings, workspace_of(repo), trust_mcp=trust_mcp)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_dict()))
+    else:
+        if not rows:
+            typer.echo("no MCP servers configured (see `[mcp_servers.NAME]` in the README)")
+        for row in rows:
+            typer.echo(f"{row.name} ({row.source}, {row.transport}: {row.command}){' required' if row.required else ''}"
+                       f": {row.state}{' - ' + row.detail if row.detail else ''}")
+            for tool in row.tools:
+                first = tool.description.splitlines()[0] if tool.description else ""
+                typer.echo(f"  {tool.name}{' [read-only]' if tool.read_only else ''}  {first[:100]}")
+    notice = repo_file.notice() if not trust_mcp else None
+    if notice:
+        err_console.print(notice, highlight=False, markup=False, soft_wrap=True)
+
+
+@mcp_app.command("trust")
+def mcp_trust(repo: Path = McpRepoOpt) -> None:
+    """Allow the repository's .kimi-code/mcp.toml to start its servers (until the file changes)."""
+    from .mcp_status import workspace_of
+    from .mcp_trust import trust
+
+    config, servers = trust(workspace_of(repo))
+    typer.echo(f"trusted {config.path} ({len(servers)} server(s)):")
+    for name, server in servers.items():
+        typer.echo(f"  {name}: {server.describe()}")
+
+
+@mcp_app.command("untrust")
+def mcp_untrust(repo: Path = McpRepoOpt) -> None:
+    """Stop trusting the repository's .kimi-code/mcp.toml."""
+    from .mcp_status import workspace_of
+    from .mcp_trust import untrust
+
+    workspace = workspace_of(repo)
+    typer.echo(f"{workspace} is no longer trusted" if untrust(workspace) else f"{workspace} was not trusted")
+
+
 # -- doctor ------------------------------------------------------------------------------------
 @app.command()
 def doctor(
     model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, provider: Optional[str] = ProviderOpt,
     image: Optional[str] = typer.Option(None, "--image"),
     sandbox: Optional[str] = typer.Option(None, "--sandbox"),
+    repo: Path = typer.Option(Path("."), "--repo", help="Repository whose own MCP servers are checked too, if trusted."),
 ) -> None:
-    """Check config, API key, endpoint, Docker and the sandbox image; exit 1 if something required is missing."""
+    """Check config, API key, endpoint, Docker, the sandbox image and MCP servers; exit 1 if something required is missing."""
     from .doctor import any_required_failed, run_checks
 
     checks = run_checks({"model": model, "base_url": base_url, "provider": provider, "image": image,
-                         "sandbox": sandbox})
+                         "sandbox": sandbox}, workspace=repo)
     styles = {"ok": "[green]OK[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]WARN[/]"}
     table = Table("check", "status", "detail")
     for check in checks:

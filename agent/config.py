@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from kimi_code.tools.mcp_config import McpServerConfig, check_server_name, parse_servers
+
 from .errors import ConfigError
 
 APP_NAME = "kimi-code"
@@ -220,6 +222,10 @@ class Settings(BaseModel):
         4_000_000, ge=0, description="media files larger than this are uploaded (files API, ms://) instead of sent inline")
     media_tokens: int = Field(100_000, ge=1_000, description="estimated tokens of media one request may carry")
     git_author: str | None = Field(None, description="'Name <email>' for --branch commits")
+    # [mcp_servers.NAME] tables (tools/mcp_config.py). Not printed or recorded with the other
+    # settings: env values and headers may hold secrets (`kimi-code mcp list` shows the servers).
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, exclude=True, repr=False, description="MCP servers whose tools the agent gets")
 
     @field_validator("replay")
     @classmethod
@@ -236,6 +242,13 @@ class Settings(BaseModel):
     def _model_named(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("the model name is empty")
+        return v
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in v:
+            check_server_name(name)
         return v
 
     @field_validator("provider")
@@ -338,9 +351,15 @@ class Settings(BaseModel):
         return data
 
 
+# Settings that are tables, given only in the config file or by their own flags.
+_NOT_FROM_ENV = ("mcp_servers",)
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.model_fields:
+        if name in _NOT_FROM_ENV:
+            continue
         value = environ.get(ENV_PREFIX + name.upper())
         if value not in (None, ""):
             out[name] = value
@@ -376,7 +395,72 @@ def read_config_file(path: Path, *, required: bool = False) -> dict[str, Any]:
     unknown = set(data) - set(Settings.model_fields)
     if unknown:
         raise ConfigError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
+    if "mcp_servers" in data:
+        try:
+            data["mcp_servers"] = parse_servers(data["mcp_servers"], str(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return data
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {what} {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_mcp_file(path: Path, what: str = "MCP config") -> dict[str, McpServerConfig]:
+    """The ``[mcp_servers.NAME]`` tables of a file that holds only those (``--mcp-config FILE``, a
+    repository's ``.kimi-code/mcp.toml``)."""
+    data = _read_toml(path, what)
+    unknown = set(data) - {"mcp_servers"}
+    if unknown:
+        raise ConfigError(f"{what} {path} may only hold [mcp_servers.NAME] tables, not: {', '.join(sorted(unknown))}")
+    try:
+        return parse_servers(data.get("mcp_servers", {}), str(path))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def parse_mcp_flag(text: str) -> tuple[str, McpServerConfig]:
+    """``--mcp NAME=COMMAND [ARGS...]`` (a stdio server) or ``--mcp NAME=URL`` (an HTTP server)."""
+    import shlex
+
+    name, sep, rest = text.partition("=")
+    name, rest = name.strip(), rest.strip()
+    if not sep or not name or not rest:
+        raise ConfigError(f"--mcp {text!r}: give NAME=COMMAND (e.g. --mcp 'time=mcp-server-time') or NAME=URL")
+    try:
+        check_server_name(name)
+        if rest.startswith(("http://", "https://")):
+            return name, McpServerConfig(url=rest)
+        argv = shlex.split(rest)
+        return name, McpServerConfig(command=argv[0], args=argv[1:])
+    except ValueError as exc:  # a bad name, unbalanced quotes, a URL without a host
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ") if isinstance(exc, ValidationError) else str(exc)
+        raise ConfigError(f"--mcp {text!r}: {message}") from None
+
+
+def mcp_flag_servers(specs: list[str] | None, files: list[Path] | None) -> dict[str, McpServerConfig] | None:
+    """The servers of ``--mcp-config FILE`` and ``--mcp NAME=...`` flags (later ones win), or None
+    when none was given."""
+    if not specs and not files:
+        return None
+    servers: dict[str, McpServerConfig] = {}
+    for file in files or ():
+        servers.update(read_mcp_file(file.expanduser(), "--mcp-config file"))
+    for spec in specs or ():
+        name, config = parse_mcp_flag(spec)
+        servers[name] = config
+    return servers
 
 
 def load_settings(
@@ -393,7 +477,10 @@ def load_settings(
     # the default location may be absent.
     merged.update(read_config_file(path, required=config_path is None and bool(env.get(CONFIG_ENV))))
     merged.update(_env_overrides(env))
+    file_servers = merged.get("mcp_servers") or {}
     merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    if (flags or {}).get("mcp_servers"):  # flags add servers to the file's (and win by name)
+        merged["mcp_servers"] = {**file_servers, **flags["mcp_servers"]}
     model = merged.get("model")
     if isinstance(model, str) and model.startswith(REPLAY_PREFIX):
         # The recording names its own model; the endpoint is a local server started per run.

@@ -1,4 +1,5 @@
-"""`kimi-code doctor`'s checks: config, API key, endpoint, Docker, the sandbox image and git.
+"""`kimi-code doctor`'s checks: config, API key, endpoint, Docker, the sandbox image, git and
+the configured MCP servers (each one started and listed; none when none is configured).
 
 ``run_checks`` returns one typed row per check; the CLI prints them and exits 1 when a required
 one failed (``any_required_failed``). Heavy modules (openai, docker) are imported by the checks
@@ -66,8 +67,25 @@ def _docker(settings: Any) -> list[Check]:
     return rows
 
 
+def _mcp(settings: Any, workspace: Path, environ: Mapping[str, str] | None) -> list[Check]:
+    from .mcp_status import server_statuses, workspace_of
+
+    try:
+        rows, repo = server_statuses(settings, workspace_of(workspace), environ=environ)
+    except KimiCodeError as exc:
+        return [Check("MCP servers", False, str(exc), True)]
+    checks = []
+    for row in rows:
+        ok = row.state not in ("failed", "untrusted")
+        checks.append(Check(f"MCP server {row.name}", ok, f"{row.state}: {row.detail}" if row.detail else row.state,
+                            row.required and row.state == "failed"))
+    if repo.notice():
+        checks.append(Check("MCP repository config", False, repo.notice() or "", False))
+    return checks
+
+
 def run_checks(settings_flags: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None,
-               config_path: Path | None = None) -> list[Check]:
+               config_path: Path | None = None, workspace: Path | None = None) -> list[Check]:
     """Every check, in order. A config that does not load is the only row (nothing else can be
     checked). ``environ``/``config_path`` default to the process's, as for ``load_settings``."""
     env = dict(environ) if environ is not None else None
@@ -86,4 +104,5 @@ def run_checks(settings_flags: Mapping[str, Any] | None = None, *, environ: Mapp
     rows.extend(_docker(settings))
     git = shutil.which("git")
     rows.append(Check("git", git is not None, git or "git not found on PATH", True))
+    rows.extend(_mcp(settings, workspace or Path("."), env))
     return rows

@@ -378,6 +378,7 @@ class AgentLoop:
         self._step_changed_workspace = self._step_changed_workspace or not all(
             self.registry.is_read_only(c.name, c.arguments) for c in calls)
         attachments: list[dict[str, Any]] = []
+        attached_by: list[str] = []  # the tools whose results carried them (view_image, MCP tools)
         stop_requested = [False]
 
         def on_start(i: int) -> None:
@@ -403,6 +404,8 @@ class AgentLoop:
                                       is_error=bool(result.is_error), metadata=metadata,
                                       tokens=count_message(message)))
             attachments.extend(result.attachments or ())
+            if result.attachments and call.name not in attached_by:
+                attached_by.append(call.name)
             if "todo" in metadata:
                 self.tool_ctx.todo = self.state.todo
 
@@ -416,7 +419,8 @@ class AgentLoop:
         if self.state.pending:
             return  # interrupted mid-batch: a message now would cancel the calls that never started
         if attachments:
-            content = [{"type": "text", "text": "[kimi-code] Attached by view_image / view_video:"}, *attachments]
+            content = [{"type": "text", "text": f"[kimi-code] Attached by {', '.join(attached_by)}:"},
+                       *attachments]
             message = {"role": "user", "content": content}
             self.record(ep.UserMessage(message=message, kind="attachment", tokens=count_message(message)))
         self._loop_guard(calls)

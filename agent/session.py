@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from . import media, prompts
 from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .lazy import prefetch
-from .assembly import Runner, RunOptions, default_tools, make_checkpointer, planned_info  # noqa: F401 - RunOptions: cli's
+from .assembly import (  # noqa: F401 - RunOptions: cli's
+    Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
 from .recorder import Recorder
 from .loop import AgentLoop, Outcome
 from .state import SessionState
@@ -116,7 +118,6 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     settings.effective_base_url  # noqa: B018 - fail early on a provider without a URL
     store = SessionStore(settings.state_dir)
     session_id = new_session_id()
-    registry = default_tools()
 
     planned = planned_info(settings, session_id, workspace)  # backend, workspace path, image
     system_prompt = prompts.build_system_prompt(
@@ -126,9 +127,18 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         network=settings.network, repo=workspace,
         git_read_only=planned.backend == "docker" and (workspace / ".git").is_dir(),
     )
-    tools = registry.schemas()
     # The task's attachments are checked and copied first; the copies become the session's media/.
     staging, attachments = media.stage_attachments(settings, store.state_dir, session_id, list(options.attach))
+    # The built-in tools and those of the configured MCP servers, which start here: the tool list
+    # is part of the first event.
+    try:
+        tool_sources = start_tools(settings, session_id, workspace, trust_mcp=options.trust_mcp)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    registry = tool_sources.registry
+    tools = registry.schemas()
     started = ep.SessionStarted(
         session_id=session_id, task=task, repo=str(workspace), workspace=planned.workspace,
         model=settings.model, provider=settings.provider, base_url=settings.effective_base_url,
@@ -136,14 +146,18 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         fixed_tokens=count_text(system_prompt) + count_tools(tools), pid=os.getpid(),
         checkpoints=not options.no_git, **({"attachments": attachments} if attachments else {}),
     )
-    recorder = Recorder.start(store, SessionMeta(id=session_id, repo=str(workspace), task=task[:500],
-                                                 model=settings.model, key=key), started,
-                              {media.MEDIA_DIR: staging} if staging else None)
+    try:
+        recorder = Recorder.start(store, SessionMeta(id=session_id, repo=str(workspace), task=task[:500],
+                                                     model=settings.model, key=key), started,
+                                  {media.MEDIA_DIR: staging} if staging else None)
+    except BaseException:
+        tool_sources.close()
+        raise
     session = recorder.session
     first = recorder.first
     session.lock()
     prefetch("openai")  # the first model request needs it: load it while the sandbox starts
-    runner = Runner(settings, recorder, workspace, options, replay)
+    runner = Runner(settings, recorder, workspace, options, replay, tools=tool_sources)
     runner.show(first)
     started = False
     try:
@@ -164,6 +178,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
             except KimiCodeError:
                 pass
         runner.view.close()
+        runner.close_tools()
         session.close()
 
 
@@ -226,10 +241,11 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         runner = None
         try:
             settings.require_api_key()
-            runner = Runner(settings, Recorder(session, state), workspace, options, replay)
+            tool_sources = resume_tools(settings, session.id, workspace, state.tools, trust_mcp=options.trust_mcp)
+            runner = Runner(settings, Recorder(session, state), workspace, options, replay, tools=tool_sources)
             uses_git = state.checkpoints_enabled if state.checkpoints_enabled is not None else bool(state.checkpoints)
             loop, checkpointer, sandbox_info, action, notices = runner.bring_up(
-                default_tools(), resuming=True, no_git=options.no_git or not uses_git)
+                tool_sources.registry, resuming=True, no_git=options.no_git or not uses_git)
             bundle = session.root / BUNDLE_FILE
             if loop.checkpoints is not None and bundle.exists():
                 loop.checkpoints.bundle_path = bundle
@@ -257,6 +273,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         finally:
             if runner is not None:
                 runner.view.close()
+                runner.close_tools()
             if replay is not None:
                 replay.close()
     finally:
@@ -325,6 +342,7 @@ def _finish(runner: Runner, outcome: Outcome, checkpointer: Checkpointer | None)
                                  runner.view.notice)
     if runner.loop is not None and runner.loop.checkpoints is not None:
         runner.loop.checkpoints.save_bundle()
+    runner.close_tools()  # MCP servers end before their sandbox does
     keep = options.keep_sandbox if options.keep_sandbox is not None else runner.settings.keep_sandbox
     if runner.sandbox is not None:
         try:

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import select
 import socket
 import sys
 import tarfile
@@ -144,6 +145,13 @@ class _ExecChannel:
             else:
                 self._pending += data
 
+    def close_input(self) -> None:
+        """End the process's stdin (the socket's write half); its output can still be read."""
+        try:
+            self._raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def close(self) -> None:
         for fn in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._raw.close, self._io.close):
             try:
@@ -161,6 +169,45 @@ class _ExecChannel:
             if not state.get("Running") or time.monotonic() > deadline:
                 return state.get("ExitCode")
             time.sleep(0.05)
+
+
+class _ProcessChannel(_ExecChannel):
+    """A ``docker exec`` whose stdin and stdout are used from two threads at once (an MCP server:
+    requests are written while answers are read). The socket stays in blocking mode (a timeout set
+    by one thread would cut the other's call short); reading waits with ``select`` instead."""
+
+    def __init__(self, api: docker.APIClient, exec_id: str, sock: Any) -> None:
+        super().__init__(api, exec_id, sock)
+        self._raw.settimeout(None)
+
+    def send(self, data: bytes) -> None:
+        self._raw.sendall(data)
+
+    def recv(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._take()
+            if out:
+                return out
+            if self._eof:
+                return b""
+            remaining = deadline - time.monotonic()
+            pending = getattr(self._raw, "pending", None)  # TLS: bytes already decrypted
+            if not (callable(pending) and pending()):
+                try:
+                    ready, _, _ = select.select([self._raw], [], [], max(0.0, remaining))
+                except (OSError, ValueError):
+                    ready = [self._raw]  # closed under us: recv says so
+                if not ready:
+                    return None
+            try:
+                data = self._raw.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self._eof = True
+            else:
+                self._pending += data
 
 
 class DockerSandbox:
@@ -502,18 +549,41 @@ class DockerSandbox:
         return None
 
     # -- ShellHost -----------------------------------------------------------------------------
-    def _exec_socket(self, argv: list[str], *, stdin: bool, workdir: str | None = None) -> _ExecChannel:
+    def _exec_socket(self, argv: list[str], *, stdin: bool, workdir: str | None = None,
+                     environment: dict[str, str] | None = None,
+                     channel: type[_ExecChannel] = _ExecChannel) -> _ExecChannel:
         api = self.client.api
         try:
             exec_id = api.exec_create(
                 self.container.id, argv, stdin=stdin, stdout=True, stderr=True, tty=False, workdir=workdir,
+                environment=environment or None,
             )["Id"]
             sock = api.exec_start(exec_id, socket=True)
         except NotFound:
             raise SideRunError("the sandbox container is gone") from None
         except APIError as exc:
             raise SideRunError(" ".join(str(exc.explanation or exc).split())) from None
-        return _ExecChannel(api, exec_id, sock)
+        return channel(api, exec_id, sock)
+
+    def open_process(self, argv: list[str], *, env: dict[str, str] | None = None,
+                     cwd: str | None = None) -> _ExecChannel:
+        """Start ``argv`` in the container with its standard streams attached, for a program that
+        talks over them (an MCP server): ``send`` writes its stdin, ``recv`` reads its stdout,
+        ``close_input`` ends its stdin, ``stderr`` keeps the tail of its stderr. It runs as the
+        container's user with the container's environment plus ``env`` (never a secret variable);
+        a relative ``cwd`` is taken inside the workspace."""
+        if self._container is None:
+            raise SandboxError("the sandbox is not started")
+        dropped = sorted(k for k in (env or {}) if k in self._secret_env)
+        if dropped:
+            log.warning("not passing %s into the sandbox", ", ".join(dropped))
+        environment = {k: v for k, v in (env or {}).items() if k not in self._secret_env}
+        workdir = WORKSPACE if not cwd else (cwd if cwd.startswith("/") else f"{WORKSPACE}/{cwd}")
+        try:
+            return self._exec_socket(argv, stdin=True, workdir=workdir, environment=environment,
+                                     channel=_ProcessChannel)
+        except SideRunError as exc:
+            raise SandboxError(f"cannot start {argv[0]} in the sandbox: {exc}") from None
 
     def open_channel(self, cwd: str) -> Channel:
         return self._exec_socket(["bash", "--noprofile", "--norc"], stdin=True, workdir=WORKSPACE)

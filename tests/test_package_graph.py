@@ -77,7 +77,8 @@ def test_no_import_cycles() -> None:
 # The concrete sandbox and tool classes: only the assembly module of agent/ builds them.
 CONCRETE = ("kimi_code.sandbox.local", "kimi_code.sandbox.docker", "kimi_code.tools.builtin",
             "kimi_code.tools.files", "kimi_code.tools.shell", "kimi_code.tools.search", "kimi_code.tools.image",
-            "kimi_code.tools.video", "kimi_code.tools.plan", "kimi_code.tools.finish", "kimi_code.tools.walk")
+            "kimi_code.tools.video", "kimi_code.tools.plan", "kimi_code.tools.finish", "kimi_code.tools.walk",
+            "kimi_code.tools.mcp_client", "kimi_code.tools.mcp_tools", "kimi_code.tools.mcp_results")
 
 
 def test_only_the_assembly_knows_the_concrete_sandboxes_and_tools() -> None:

@@ -315,3 +315,137 @@ def check_schema(schema: Any, where: str = "parameters") -> list[str]:
     if isinstance(extra, dict):
         problems += check_schema(extra, f"{where}{{}}")
     return problems
+
+
+# -- schemas from elsewhere (MCP servers) ---------------------------------------------------------
+
+# JSON-schema keywords with no meaning for a tool call, or that Kimi's checks do not know; dropped.
+_DROPPED = frozenset({
+    "$schema", "$id", "$anchor", "$comment", "$vocabulary", "$dynamicRef", "$dynamicAnchor", "title", "examples",
+    "readOnly", "writeOnly", "deprecated", "contentMediaType", "contentEncoding", "contentSchema", "if", "then",
+    "else", "not", "dependentSchemas", "dependentRequired", "dependencies", "patternProperties",
+    "unevaluatedProperties", "unevaluatedItems", "propertyNames", "additionalItems", "contains", "minContains",
+    "maxContains", "discriminator", "nullable", "x-mcp-header",
+})
+_ANY_TYPE = ["string", "number", "integer", "boolean", "object", "array"]
+_MAX_DEPTH = 24
+
+
+def external_schema(schema: Any) -> dict[str, Any]:
+    """A tool's input schema from elsewhere (an MCP server), in the shape :func:`kimi_schema` gives.
+
+    Never raises: every node gets a ``type`` (inferred from ``properties``/``items``/``enum``, or
+    the list of JSON types for "anything"); local ``$ref``s are inlined (a recursive one becomes a
+    plain object); ``allOf`` is merged; ``anyOf``/``oneOf`` lose their ``null`` option and, when
+    several remain, become one node whose ``type`` lists theirs; keywords without meaning for a
+    call are dropped. The result is what the model is sent and what calls are checked against.
+    """
+    root = schema if isinstance(schema, dict) else {}
+    defs: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        if isinstance(root.get(key), dict):
+            defs.update({f"#/{key}/{name}": value for name, value in root[key].items()})
+    loose = _loosen(root, defs, frozenset(), 0)
+    if loose.get("type") != "object":
+        loose = {"type": "object", "properties": {}}
+    loose.setdefault("properties", {})
+    try:
+        return kimi_schema(loose)
+    except TypeError:  # cannot happen for a loosened schema; the safe answer all the same
+        return {"type": "object", "properties": {}}
+
+
+def _loosen(node: Any, defs: dict[str, Any], seen: frozenset[str], depth: int) -> dict[str, Any]:
+    if not isinstance(node, dict) or depth > _MAX_DEPTH:
+        return {"type": list(_ANY_TYPE)}
+    node = {k: v for k, v in node.items() if k not in _DROPPED and k not in ("$defs", "definitions")}
+    ref = node.pop("$ref", None)
+    if isinstance(ref, str):
+        if ref in seen or ref not in defs:
+            node.setdefault("type", "object")  # recursive or not local: an object, unchecked
+            return _loosen(node, defs, seen, depth + 1)
+        return _loosen({**defs[ref], **node}, defs, seen | {ref}, depth + 1)
+    all_of = node.pop("allOf", None)
+    if isinstance(all_of, list):
+        merged: dict[str, Any] = {}
+        for part in [p for p in all_of if isinstance(p, dict)] + [node]:
+            part = _loosen(part, defs, seen, depth + 1) if part is not node else part
+            props = {**merged.get("properties", {}), **(part.get("properties") or {})}
+            required = list(dict.fromkeys([*merged.get("required", []), *(part.get("required") or [])]))
+            merged.update(part)
+            if props:
+                merged["properties"] = props
+            if required:
+                merged["required"] = required
+        node = merged
+    for key in ("anyOf", "oneOf"):
+        options = node.pop(key, None)
+        if not isinstance(options, list):
+            continue
+        kept = [_loosen(o, defs, seen, depth + 1) for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            node = {**kept[0], **node}
+        elif kept:
+            node = {**_union(kept), **node}
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in dict.fromkeys(kind) if isinstance(k, str) and k != "null"]
+        node["type"] = kinds[0] if len(kinds) == 1 else (kinds or list(_ANY_TYPE))
+    elif not isinstance(kind, str):
+        node["type"] = _inferred_type(node)
+    if isinstance(node.get("properties"), dict):
+        node["properties"] = {str(k): _loosen(v, defs, seen, depth + 1) for k, v in node["properties"].items()}
+    elif "properties" in node:
+        del node["properties"]
+    if isinstance(node.get("required"), list):
+        node["required"] = [r for r in node["required"] if isinstance(r, str)]
+    items = node.get("items")
+    if isinstance(items, list):  # draft-4 tuples
+        node["prefixItems"] = items
+        node.pop("items")
+    elif items is not None:
+        node["items"] = _loosen(items, defs, seen, depth + 1)
+    if isinstance(node.get("prefixItems"), list):
+        node["prefixItems"] = [_loosen(v, defs, seen, depth + 1) for v in node["prefixItems"]]
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        node["additionalProperties"] = _loosen(extra, defs, seen, depth + 1)
+    return node
+
+
+def _union(options: list[dict[str, Any]]) -> dict[str, Any]:
+    """One node standing for several alternatives: their types, merged properties, joined enums."""
+    kinds: list[str] = []
+    for o in options:
+        kind = o.get("type")
+        kinds += kind if isinstance(kind, list) else [kind]
+    kinds = [k for k in dict.fromkeys(kinds) if isinstance(k, str)]
+    out: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds}
+    if all(isinstance(o.get("enum"), list) for o in options):
+        out["enum"] = [v for o in options for v in o["enum"]]
+    props = {k: v for o in options for k, v in (o.get("properties") or {}).items()}
+    if props:
+        out["properties"] = props
+    items = [o["items"] for o in options if isinstance(o.get("items"), dict)]
+    if len(items) == 1:
+        out["items"] = items[0]
+    descriptions = [o["description"] for o in options if isinstance(o.get("description"), str)]
+    if descriptions:
+        out["description"] = " | ".join(descriptions)
+    return out
+
+
+def _inferred_type(node: dict[str, Any]) -> str | list[str]:
+    if "properties" in node or "additionalProperties" in node or "required" in node:
+        return "object"
+    if "items" in node or "prefixItems" in node:
+        return "array"
+    enum = node.get("enum")
+    if "const" in node:
+        enum = [node["const"]]
+    if isinstance(enum, list) and enum:
+        names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+        kinds = [k for k in dict.fromkeys(names.get(type(v), "string") for v in enum) if k != "null"]
+        if kinds:
+            return kinds[0] if len(kinds) == 1 else kinds
+    return list(_ANY_TYPE)
