@@ -561,20 +561,15 @@ def diff(
 ) -> None:
     """Show the session's changes to the workspace (or one step's)."""
     from .checkpoints import Checkpointer
-    from .rewind import commit_at
+    from .rewind import step_diff
 
     session, state = _load_session(session_id, state_dir)
     if state.base_commit is None:
         raise ConfigError(f"session {session.id} has no checkpoints (not a git repository, or no step yet)")
-    cp = Checkpointer(Path(state.repo), session.id)
-    if step is None:
-        text = cp.diff(state.base_commit, state.last_checkpoint)
-    else:
-        if step not in state.checkpoints:
-            typer.echo(f"step {step} changed nothing in the workspace")
-            return
-        before = commit_at(state, step - 1)
-        text = cp.diff(before, state.checkpoints[step])
+    text = step_diff(Checkpointer(Path(state.repo), session.id), state, step)
+    if text is None:
+        typer.echo(f"step {step} changed nothing in the workspace")
+        return
     typer.echo(text, nl=False)
 
 
