@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from kimi_code.sandbox.base import WORKSPACE, Sandbox, SandboxInfo
 from kimi_code.sandbox.local import LocalSandbox
@@ -103,6 +103,12 @@ def make_view(output: str, session_id: str) -> View:
     return make(output, session_id)
 
 
+class Host(Protocol):
+    """What the runner needs of an interactive host (the rest is ``session.Conversation``)."""
+
+    def make_view(self, session_id: str) -> View: ...
+
+
 @dataclass
 class RunOptions:
     output: str = "text"  # text | json | stream-json
@@ -117,6 +123,9 @@ class RunOptions:
     bundle: bool = False
     # Seconds between streamed chunks of a replayed turn (the demo paces its text; 0 = at once).
     pace: float = 0.0
+    # The interactive host (agent/interactive.py): it makes the view and, between turns, talks to
+    # the user; None for a headless run.
+    conversation: Host | None = None
 
 
 class Runner:
@@ -130,7 +139,8 @@ class Runner:
         self.state = recorder.state
         self.workspace = workspace
         self.options = options
-        self.view: View = make_view(options.output, self.session.id)
+        self.view: View = (options.conversation.make_view(self.session.id) if options.conversation is not None
+                           else make_view(options.output, self.session.id))
         self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
         self.replay = replay  # when the model is a recording
