@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The one command that sets up and runs the whole test suite on a fresh machine:
 #   bash tests/run.sh [pytest args...]
-# Creates .venv, installs the project with its test extras, makes sure a Docker daemon and the
-# offline sandbox test image exist (installing docker.io/debootstrap and starting dockerd when run
-# as root on a Debian-like machine), then runs pytest. Docker tests skip loudly when Docker can't be
-# had, unless KIMI_CODE_REQUIRE_DOCKER=1 (CI), which makes that a failure.
+# Creates .venv, installs the project with its test extras, makes sure tmux (for the terminal
+# tests), a Docker daemon and the offline sandbox test image exist (installing tmux, docker.io and
+# debootstrap and starting dockerd when run as root on a Debian-like machine), then runs pytest.
+# Docker tests skip loudly when Docker can't be had, unless KIMI_CODE_REQUIRE_DOCKER=1 (CI), which
+# makes that a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,7 +24,18 @@ log "installing the project and its test dependencies"
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -E 'is ignored|^$' >&2 || true
 .venv/bin/python -c 'import kimi_code.agent.cli' || { log "install failed"; exit 1; }
 
-# 2. Docker daemon.
+# 2. tmux, for the terminal tests of the interactive session (they skip loudly without it).
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing tmux"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+  else
+    log "WARNING: no tmux: the interactive-session terminal tests will skip"
+  fi
+fi
+
+# 3. Docker daemon.
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -40,7 +52,7 @@ if ! docker_ok; then
   fi
 fi
 if docker_ok; then
-  # 3. The sandbox test image, built from Debian packages without any registry.
+  # 4. The sandbox test image, built from Debian packages without any registry.
   if ! docker image inspect "$KIMI_CODE_TEST_IMAGE" >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && ! command -v debootstrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq >/dev/null
@@ -53,7 +65,7 @@ else
   log "WARNING: no Docker daemon: Docker tests will skip (or fail with KIMI_CODE_REQUIRE_DOCKER=1)"
 fi
 
-# 4. The tests. pytest exits 5 when no test ran: that is a failure here too.
+# 5. The tests. pytest exits 5 when no test ran: that is a failure here too.
 log "running pytest"
 set +e
 .venv/bin/python -m pytest "$@"
