@@ -169,14 +169,15 @@ class PromptUI:
     def read(self) -> str | None:
         """The next input; None when the user leaves (Ctrl-D, or Ctrl-C at an empty prompt)."""
         try:
-            return self.session.prompt(PROMPT)
+            # In raw mode Ctrl-C is a key, not a signal: SIGINT stays the loop's (stop_signals.py).
+            return self.session.prompt(PROMPT, handle_sigint=False)
         except (EOFError, KeyboardInterrupt):
             return None
 
     def ask(self, question: str) -> str | None:
         """One answer; None for Ctrl-D. Ctrl-C raises KeyboardInterrupt."""
         try:
-            return self.questions.prompt(question)
+            return self.questions.prompt(question, handle_sigint=False)
         except EOFError:
             return None
 

@@ -59,7 +59,10 @@ def test_two_turns_in_one_session_the_second_sees_the_first(tmp_path: Path) -> N
         term.line("remember the word papaya")
         term.wait_for("The secret word is PAPAYA.")
         term.wait_prompts(2)
-        term.line("what was the word?")
+        term.line("what was \\")  # a line ending in \ goes on on the next line
+        term.type("the")
+        term.send("Escape", "Enter")  # so does Esc Enter (Alt-Enter)
+        term.line("word?")
         term.wait_for("You told me PAPAYA earlier.")
         term.wait_prompts(3)
         term.send("C-d")
@@ -72,7 +75,7 @@ def test_two_turns_in_one_session_the_second_sees_the_first(tmp_path: Path) -> N
     assert second["messages"][:len(first["messages"])] == first["messages"]
     assert {"role": "assistant", "content": "The secret word is PAPAYA."} in [
         {k: m.get(k) for k in ("role", "content")} for m in second["messages"]]
-    assert _user_texts(second)[-1] == "# Additional instructions from the user\nwhat was the word?"
+    assert _user_texts(second)[-1] == "# Additional instructions from the user\nwhat was \nthe\nword?"
     sid, events = _events(tmp_path)
     assert sid in screen
     kinds = [e.payload.get("kind") for e in events if e.type == ev.USER_MESSAGE]
@@ -126,6 +129,10 @@ def test_an_approval_refused_and_one_accepted(tmp_path: Path) -> None:
         Turn(reasoning="touch", tool_calls=[ToolCallSpec("shell", {"command": "touch refused.txt"})]),
         Turn(reasoning="write", tool_calls=[ToolCallSpec("write_file", {"path": "b.txt", "content": "bee\n"})]),
         Turn(content="Wrote b.txt; did not touch refused.txt."),
+        # Second message: "always" for shell, then a Ctrl-C while it runs still stops the turn.
+        Turn(reasoning="slow", tool_calls=[ToolCallSpec("shell", {"command": "sleep 2 && echo slept"})]),
+        # Third message: Ctrl-C at the question refuses the call and stops the turn.
+        Turn(reasoning="again", tool_calls=[ToolCallSpec("write_file", {"path": "c.txt", "content": "sea\n"})]),
     ]
     with FakeKimi(script, api_key=KEY) as fake, _chat(tmp_path, fake, repo, "--approval", "edits") as term:
         term.wait_prompts(1)
@@ -138,19 +145,44 @@ def test_an_approval_refused_and_one_accepted(tmp_path: Path) -> None:
         term.line("y")
         term.wait_for("Wrote b.txt; did not touch refused.txt.")
         term.wait_prompts(2)
+        term.line("wait a bit")
+        term.wait_for("$ sleep 2 && echo slept")
+        term.line("a")
+        term.wait_for("shell sleep 2")  # running
+        term.send("C-c")
+        term.wait_for("stopping after the running tool")
+        term.wait_for("stopped: interrupted by the user")
+        term.wait_prompts(3)
+        term.line("write c")
+        term.wait_for("allow write_file?", count=2)
+        term.send("C-c")
+        term.wait_for("stopping the turn")
+        term.wait_for("stopped: interrupted by the user", count=2)
+        term.wait_prompts(4)
         term.send("C-d")
         assert term.exit_code() == 0
         requests = list(fake.requests)
     assert not (repo / "refused.txt").exists() and (repo / "b.txt").read_text() == "bee\n"
+    assert not (repo / "c.txt").exists()
     # The model read the refusal as the call's result, with what the user said.
     refusal = [m for m in requests[2]["messages"] if m["role"] == "tool"][-1]
     assert "refused this shell call" in refusal["content"] and "use write_file instead" in refusal["content"]
     _, events = _events(tmp_path)
     started = [e.payload["name"] for e in events if e.type == ev.TOOL_STARTED]
-    assert started == ["shell", "write_file"]  # the refused call never started
-    results = {e.payload["content"][:40]: e.payload for e in events if e.type == ev.TOOL_RESULT}
-    refused = [p for p in results.values() if p["metadata"].get("refused")]
-    assert len(refused) == 1 and refused[0]["is_error"] and refused[0]["name"] == "shell"
+    assert started == ["shell", "write_file", "shell"]  # the refused calls never started
+    refused = [e.payload for e in events if e.type == ev.TOOL_RESULT and e.payload["metadata"].get("refused")]
+    assert [(p["name"], p["is_error"]) for p in refused] == [("shell", True), ("write_file", True)]
+    assert "stopped the turn" in refused[1]["content"]
+    assert [e.type for e in events].count(ev.INTERRUPTED) == 2
+    # A recording of the chat replays with the refusal refused again, not run.
+    env = cli_env(tmp_path)
+    sid, _ = _events(tmp_path)
+    assert run_cli(["export", sid, "-o", str(tmp_path / "rec.jsonl")], env).returncode == 0
+    replay_repo = make_repo(tmp_path / "replay", {"a.txt": "alpha\n"})
+    proc = run_cli(["run", "--repo", str(replay_repo), "--sandbox", "none", "--output", "json", "--model",
+                    f"replay:{tmp_path / 'rec.jsonl'}", "make some files"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "success" and not (replay_repo / "refused.txt").exists()
 
 
 def test_ctrl_c_mid_turn_returns_to_the_prompt_and_at_an_empty_prompt_leaves(tmp_path: Path) -> None:
@@ -295,13 +327,19 @@ def test_model_and_thinking_changes_are_recorded_and_kept_on_resume(tmp_path: Pa
         check_payload(event.type, event.payload)
 
 
-def test_a_bare_kimi_code_on_a_terminal_opens_a_chat_but_not_in_ci(tmp_path: Path) -> None:
+def test_a_bare_kimi_code_on_a_terminal_opens_a_chat_with_the_history_but_not_in_ci(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
     env = cli_env(tmp_path)
     with Terminal(tmp_path, [], env, cwd=repo) as term:
         term.wait_for("kimi-code chat · kimi-k2.6")
         term.wait_prompts(1)
         term.line("/exit")
+        assert term.exit_code() == 0
+    with Terminal(tmp_path, ["chat"], env, cwd=repo) as term:  # the input history outlives the session
+        term.wait_prompts(1)
+        term.send("Up")
+        term.wait_for("› /exit")
+        term.send("Enter")
         assert term.exit_code() == 0
     with Terminal(tmp_path, [], {**env, "CI": "true"}, cwd=repo) as term:  # CI: never interactive
         term.exit_code()
