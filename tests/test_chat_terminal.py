@@ -349,3 +349,41 @@ def test_a_bare_kimi_code_on_a_terminal_opens_a_chat_with_the_history_but_not_in
     assert proc.returncode == 2 and "needs a terminal" in proc.stderr
     proc = run_cli([], env)
     assert "Usage:" in proc.stdout and "Commands" in proc.stdout and "kimi-code chat ·" not in proc.stdout
+
+
+@pytest.mark.docker
+def test_the_sandbox_and_its_shell_stay_up_between_turns_in_docker(tmp_path: Path) -> None:
+    from conftest import TEST_IMAGE
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "alpha\n"})
+    script = [
+        Turn(reasoning="set", tool_calls=[ToolCallSpec("shell", {"command": "export KEPT=across-turns && cd /tmp"})]),
+        Turn(content="Set."),
+        Turn(reasoning="get", tool_calls=[ToolCallSpec("shell", {"command": "echo $KEPT in $(pwd)"})]),
+        Turn(content="Got it."),
+    ]
+    env = cli_env(tmp_path)
+    with FakeKimi(script, api_key=KEY) as fake:
+        args = ["chat", "--sandbox", "docker", "--image", TEST_IMAGE, "--base-url", fake.base_url]
+        with Terminal(tmp_path, args, env, cwd=repo) as term:
+            term.wait_prompts(1)
+            term.line("set a variable")
+            term.wait_for("Set.")
+            term.wait_prompts(2)
+            term.line("read it back")
+            term.wait_for("Got it.")
+            term.wait_prompts(3)
+            term.send("C-d")
+            assert term.exit_code(timeout=180) == 0
+        requests = list(fake.requests)
+    result = [m for m in requests[3]["messages"] if m["role"] == "tool"][-1]
+    assert "across-turns in /tmp" in result["content"]
+    sid, events = _events(tmp_path)
+    assert [e.payload["action"] for e in events if e.type == ev.SANDBOX] == ["started"]  # one sandbox, two turns
+    import docker
+
+    client = docker.from_env()
+    try:  # the session finished when the user left: its container is gone
+        assert client.containers.list(all=True, filters={"name": f"kimi-code-{sid}"}) == []
+    finally:
+        client.close()
