@@ -26,7 +26,7 @@ from rich.text import Text
 
 from . import events as ev
 from .approval import Answer, Approvals
-from .attachments import Attachment, AttachmentError, attach, mentions, unresolved_mentions
+from .attachments import AttachmentError, attach, mentions, unresolved_mentions
 from .config import MODELS, Settings
 from .events import Event
 from .loop import Outcome
