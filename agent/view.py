@@ -148,10 +148,14 @@ class RichView:
         self._state: Any = None
         self._tool: tuple[str, float] | None = None
         self._thinking = ""
-        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
-                          get_renderable=self._render)
-        self._live.start()
+        self._live = self._start_live()
         self._lock = threading.Lock()
+
+    def _start_live(self) -> Live:
+        live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
+                    get_renderable=self._render)
+        live.start()
+        return live
 
     def _render(self) -> Any:
         state = self._state
@@ -205,7 +209,9 @@ class RichView:
         self._live.stop()
 
     def resume(self) -> None:
-        self._live.start()
+        # A new Live: a restarted one would first move up over its old panel's height, erasing
+        # the lines printed meanwhile.
+        self._live = self._start_live()
 
     def close(self) -> None:
         self._live.stop()

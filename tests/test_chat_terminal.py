@@ -69,6 +69,8 @@ def test_two_turns_in_one_session_the_second_sees_the_first(tmp_path: Path) -> N
         screen = term.wait_for("resume with: kimi-code resume")
         assert term.exit_code() == 0
         requests = list(fake.requests)
+    # What was typed stays on the screen (the live panel of the next turn never overwrites it).
+    assert "› remember the word papaya\n" in screen and "› what was\n  the\n  word?\n" in screen
     assert len(requests) == 2
     first, second = requests
     # The second turn's request holds the whole first turn, then the follow-up, as resume --continue adds it.
@@ -255,6 +257,46 @@ def test_at_file_completion_and_attachments(tmp_path: Path) -> None:
     image = second["messages"][-1]["content"]
     assert image[0]["text"] == "[kimi-code] The user attached the image pic.png:"
     assert image[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_todo_cost_and_compact_between_turns(tmp_path: Path) -> None:
+    big = "".join(f"line {i}: {'lorem ipsum dolor sit amet ' * 3}\n" for i in range(400))  # ~10k tokens
+    repo = make_repo(tmp_path / "repo", {"big.txt": big})
+    plan = [{"id": "1", "content": "read big.txt", "status": "done"},
+            {"id": "2", "content": "report", "status": "in_progress"}]
+    script = [
+        Turn(reasoning="plan", tool_calls=[ToolCallSpec("todo", {"items": plan})]),
+        Turn(reasoning="read", tool_calls=[ToolCallSpec("read_file", {"path": "big.txt"})]),
+        Turn(content="It has 400 lines."),
+        Turn(content="SUMMARY: big.txt was read; it has 400 lines."),  # the /compact request
+        Turn(content="400, as the summary says."),
+    ]
+    with FakeKimi(script, api_key=KEY) as fake, _chat(tmp_path, fake, repo, "--max-cost", "5") as term:
+        term.wait_prompts(1)
+        term.line("how long is big.txt?")
+        term.wait_for("It has 400 lines.")
+        term.wait_prompts(2)
+        term.line("/todo")
+        term.wait_for("[>] report")
+        assert "[x] read big.txt" in term.screen()
+        term.line("/cost")
+        screen = term.wait_for("budget: $")
+        assert "left of $5.0000" in screen and "3 request(s)" in screen
+        term.line("/compact")
+        screen = term.wait_for("compacted: context")
+        term.line("and now?")
+        term.wait_for("400, as the summary says.")
+        term.wait_prompts(6)
+        term.send("C-d")
+        assert term.exit_code() == 0
+        requests = list(fake.requests)
+    summary_request, after = requests[3], requests[4]
+    assert "tools" not in summary_request  # the compaction call
+    texts = _user_texts(after)
+    assert any("SUMMARY: big.txt was read" in t and "report" in t for t in texts)  # summary and the plan
+    assert not any("lorem ipsum" in json.dumps(m) for m in after["messages"])  # the big read is gone
+    _, events = _events(tmp_path)
+    assert [e.type for e in events].count(ev.COMPACTION) >= 1
 
 
 def test_kill_9_mid_turn_then_resume_reopens_it_on_a_terminal(tmp_path: Path) -> None:
