@@ -197,30 +197,31 @@ class ChatHost:
     """Talks to the user between turns and answers the loop's approval questions
     (``session.Conversation``)."""
 
-    def __init__(self, settings: Settings, workspace: Path | None, approval: str, *, console: Console | None = None,
-                 state_dir_flag: Path | None = None, max_cost: float | None = None) -> None:
+    def __init__(self, settings: Settings | None, workspace: Path | None, approval: str, *,
+                 console: Console | None = None, state_dir_flag: Path | None = None) -> None:
+        """``settings`` and ``workspace``: a new chat's, known before its session exists; a
+        reopened session brings its own (None here)."""
         self.console = console or Console()
         self.out = ConsoleOutput(self.console)
-        self.settings = settings
         self.approval = approval
         self.state_dir_flag = state_dir_flag
         self.view: ChatView | None = None
         self.ui: PromptUI | None = None
         self.ctx: ChatContext | None = None
         self.first_attachments: list[Any] = []  # the first message's attachments (contents)
-        self.max_cost = max_cost
-        if workspace is not None:
-            self._open_ui(workspace)
+        if settings is not None and workspace is not None:
+            self._open_ui(settings, workspace)
 
-    def _open_ui(self, workspace: Path) -> None:
-        from .assembly import default_tools
+    def _open_ui(self, settings: Settings, workspace: Path) -> None:
         from kimi_code.tools.types import ToolContext
+
+        from .assembly import default_tools
 
         registry = default_tools()
         tool_ctx = ToolContext(workspace=workspace, sandbox=None)  # type: ignore[arg-type] - read_file/view_image only
-        self.ui = PromptUI(workspace, self.settings.state_dir)
-        self.ctx = ChatContext(out=self.out, settings=self.settings, workspace=workspace,
-                               run_tool=lambda name, args: registry.run(name, args, tool_ctx), max_cost=self.max_cost)
+        self.ui = PromptUI(workspace, settings.state_dir)
+        self.ctx = ChatContext(out=self.out, settings=settings, workspace=workspace,
+                               run_tool=lambda name, args: registry.run(name, args, tool_ctx))
 
     # -- Conversation
     def make_view(self, session_id: str) -> ChatView:
@@ -229,8 +230,7 @@ class ChatHost:
 
     def attach(self, live: LiveSession) -> None:
         if self.ui is None:
-            self.settings = live.loop.settings
-            self._open_ui(live.runner.workspace)
+            self._open_ui(live.loop.settings, live.runner.workspace)
         assert self.ctx is not None
         self.ctx.live = live
         loop = live.loop
@@ -351,7 +351,8 @@ class ChatHost:
                 self.view.resume()
 
     def banner(self, workspace: Path | str) -> None:
-        s = self.ctx.current_settings if self.ctx is not None else self.settings
+        assert self.ctx is not None
+        s = self.ctx.current_settings
         self.out.line(f"kimi-code chat · {s.model} · {workspace} · approval {self.approval}", "bold")
         self.out.line("Type a message (Enter sends, Esc Enter for a new line), /help for commands, "
                       "Ctrl-D to leave.", "dim")
@@ -370,7 +371,7 @@ class ChatHost:
 def chat(settings: Settings, workspace: Path, options: RunOptions, approval: str,
          state_dir_flag: Path | None = None) -> RunResult | None:
     """A new interactive session in ``workspace``; None when the user left before a first message."""
-    host = ChatHost(settings, workspace, approval, state_dir_flag=state_dir_flag, max_cost=options.limits.max_cost)
+    host = ChatHost(settings, workspace, approval, state_dir_flag=state_dir_flag)
     host.banner(workspace)
     first = host.first_message()
     if first is None:
@@ -385,10 +386,7 @@ def reopen(settings_flags: dict[str, Any], session_ref: str | None, options: Run
            state_dir: Path | None = None) -> RunResult:
     """``kimi-code resume ID`` on a terminal: the session reopened, waiting for a message (or
     running ``--continue TEXT`` first)."""
-    from .config import load_settings
-
-    settings = load_settings({k: v for k, v in settings_flags.items() if v is not None})
-    host = ChatHost(settings, None, approval, state_dir_flag=state_dir, max_cost=options.limits.max_cost)
+    host = ChatHost(None, None, approval, state_dir_flag=state_dir)
     options.conversation = host
     result = resume(settings_flags, session_ref, options, state_dir=state_dir)
     host.farewell(result)

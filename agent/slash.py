@@ -10,7 +10,9 @@ anything that changes the session goes into its log first (a rewind's events, a
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,7 +45,6 @@ class ChatContext:
     run_tool: RunTool
     live: LiveSession | None = None
     attachments: list[Attachment] = field(default_factory=list)
-    max_cost: float | None = None
     leave: bool = False
 
     @property
@@ -107,6 +108,17 @@ def _int(text: str, what: str) -> int:
         raise CommandError(f"{what} must be a step number, not {text!r}") from None
 
 
+@contextmanager
+def _whole() -> Iterator[None]:
+    """A command that changes the session runs to its end: a Ctrl-C meanwhile (the terminal is
+    not in raw mode between prompts) must not leave half of it in the log."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _live(ctx: ChatContext) -> LiveSession:
     assert ctx.live is not None  # needs_session
     return ctx.live
@@ -140,7 +152,8 @@ def _rewind_to(ctx: ChatContext, step: int, force: bool) -> None:
     live = _live(ctx)
     settings = live.loop.settings
     before = (settings.model, settings.thinking)
-    result = rewind_live(live.loop.recorder, _checkpointer(ctx), step, force)
+    with _whole():
+        result = rewind_live(live.loop.recorder, _checkpointer(ctx), step, force)
     state = live.loop.state
     live.loop.tool_ctx.todo = state.todo
     live.loop.update_meta()
@@ -220,10 +233,17 @@ def _todo(ctx: ChatContext, args: list[str]) -> None:
 def _change(ctx: ChatContext, **changes: Any) -> None:
     """Apply a settings change: recorded first when a session is live, so a resume keeps it."""
     settings = ctx.current_settings
-    for key, value in changes.items():
-        setattr(settings, key, value)  # validated (pydantic): a bad value fails before anything is recorded
-    if ctx.live is not None:
-        ctx.live.loop.record(ep.SettingsChanged(changes=changes))
+    before = {key: getattr(settings, key) for key in changes}
+    try:
+        for key, value in changes.items():
+            setattr(settings, key, value)  # validated (pydantic): a bad value fails before anything is recorded
+        if ctx.live is not None:
+            with _whole():
+                ctx.live.loop.record(ep.SettingsChanged(changes=changes))
+    except Exception:
+        for key, value in before.items():
+            setattr(settings, key, value)
+        raise
 
 
 @command("model", "/model NAME", "the model for the next messages", needs_session=False)
@@ -232,11 +252,9 @@ def _model(ctx: ChatContext, args: list[str]) -> None:
     if len(args) != 1:
         known = ", ".join(MODELS)
         raise CommandError(f"usage: /model NAME (now {settings.model}; known: {known})")
-    old = settings.model
     try:
         _change(ctx, model=args[0])
     except ValueError as exc:
-        settings.model = old
         raise CommandError(str(exc).splitlines()[0]) from None
     ctx.out.line(f"model: {settings.model} from the next message", "green")
 
