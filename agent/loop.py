@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kimi_code.tools.types import ToolResult
+
 from . import context as ctxmod
 from . import event_payloads as ep
 from . import prompts
@@ -39,8 +41,6 @@ from .step_snapshot import Snapshotter, StepCheckpoints
 from .stop_signals import StopSignals
 from .store import SessionDir, SessionMeta
 from .tokens import count_message
-
-from kimi_code.tools.types import ToolResult
 
 if TYPE_CHECKING:
     from kimi_code.tools.registry import ToolContext
