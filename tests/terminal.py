@@ -43,6 +43,7 @@ class Terminal:
                  width: int = 160, height: int = 50) -> None:
         require_tmux()
         self.socket = f"kc-test-{uuid.uuid4().hex[:12]}"
+        self._socket_path = ""
         script = tmp_path / f"terminal-{self.socket}.sh"
         # The pane's shell outlives a Ctrl-C the program handled (the terminal sends SIGINT to both).
         lines = ["trap 'true' INT", "unset CI"] + [f"export {k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier()]
@@ -53,6 +54,7 @@ class Terminal:
         script.write_text("\n".join(lines) + "\n")
         self._tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), f"bash {shlex.quote(str(script))}")
         self._tmux("set-option", "-t", "t", "history-limit", "10000")
+        self._socket_path = self._tmux("display-message", "-p", "#{socket_path}").strip()
 
     def _tmux(self, *args: str) -> str:
         proc = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True,
@@ -133,6 +135,8 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=60)
+        if self._socket_path:
+            Path(self._socket_path).unlink(missing_ok=True)  # tmux leaves the socket file behind
 
     def __enter__(self) -> Terminal:
         return self
