@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kimi_code.sandbox.base import WORKSPACE, Sandbox, SandboxInfo
 from kimi_code.sandbox.local import LocalSandbox
@@ -272,6 +272,12 @@ def make_view(output: str, session_id: str) -> View:
     return make(output, session_id)
 
 
+class Host(Protocol):
+    """What the runner needs of an interactive host (the rest is ``session.Conversation``)."""
+
+    def make_view(self, session_id: str) -> View: ...
+
+
 @dataclass
 class RunOptions:
     output: str = "text"  # text | json | stream-json
@@ -290,6 +296,9 @@ class RunOptions:
     pace: float = 0.0
     # Start the MCP servers of the repository's .kimi-code/mcp.toml without `kimi-code mcp trust`.
     trust_mcp: bool = False
+    # The interactive host (agent/interactive.py): it makes the view and, between turns, talks to
+    # the user; None for a headless run.
+    conversation: Host | None = None
 
 
 class Runner:
@@ -303,7 +312,8 @@ class Runner:
         self.state = recorder.state
         self.workspace = workspace
         self.options = options
-        self.view: View = make_view(options.output, self.session.id)
+        self.view: View = (options.conversation.make_view(self.session.id) if options.conversation is not None
+                           else make_view(options.output, self.session.id))
         self.sandbox: Sandbox | None = None
         self.loop: AgentLoop | None = None
         self.replay = replay  # when the model is a recording

@@ -353,6 +353,72 @@ def run(
     raise typer.Exit(result.outcome.exit_code)
 
 
+def _interactive_terminal() -> bool:
+    """A person at a terminal: stdin and stdout are TTYs and this is not CI (which never waits
+    for input)."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return sys.stdin.isatty() and sys.stdout.isatty() and not ci
+
+
+ApprovalOpt = typer.Option("auto", "--approval",
+                           help="auto (never ask) | edits (ask before writes and commands that may change something) "
+                                "| all (ask before every tool call). Interactive sessions only.")
+
+
+def _check_approval(approval: str) -> str:
+    from .approval import MODES
+
+    if approval not in MODES:
+        raise ConfigError(f"--approval must be {', '.join(MODES[:-1])} or {MODES[-1]}, not {approval!r}")
+    return approval
+
+
+@app.command()
+def chat(
+    repo: Path = typer.Option(Path("."), "--repo", help="Repository to work in (default: current directory)."),
+    no_git: bool = typer.Option(False, "--no-git", help="Allow a directory that is not a git work tree."),
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    provider: Optional[str] = ProviderOpt,
+    thinking: Optional[bool] = typer.Option(None, "--thinking/--no-thinking", help="Kimi thinking mode."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many model turns (whole session)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop when the session cost reaches this (USD)."),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop a turn after this long (e.g. 90s, 30m)."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default) or none (runs on the host)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
+    network: Optional[bool] = typer.Option(None, "--network/--no-network", help="Network inside the sandbox (default off)."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle to trust inside the sandbox."),
+    keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox", help="Keep the container at the end."),
+    no_compaction: bool = typer.Option(False, "--no-compaction", help="Never summarize old history."),
+    state_dir: Optional[Path] = StateDirOpt,
+    approval: str = ApprovalOpt,
+) -> None:
+    """Talk to the agent: each message is a turn of one session, with slash commands (needs a terminal)."""
+    from .session import RunOptions, find_workspace
+
+    if not _interactive_terminal():
+        raise ConfigError("kimi-code chat needs a terminal; in scripts and CI use `kimi-code run`")
+    approval = _check_approval(approval)
+    limits = _limits(max_steps, max_cost, max_time)
+    flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
+             "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
+             "compaction": False if no_compaction else None}
+    settings = config_mod.load_settings(flags)
+    if settings.replay is not None:
+        _check_recording(settings.replay)
+    if settings.ca_bundle is not None and not settings.ca_bundle.expanduser().is_file():
+        raise ConfigError(f"CA bundle {settings.ca_bundle} is not a file")
+    settings.require_api_key()
+    settings.effective_base_url  # noqa: B018 - a provider without a URL fails before the prompt
+    workspace = find_workspace(repo, no_git)
+    _check_state_dir(settings.state_dir, state_dir, create=True)
+    from .interactive import chat as chat_session  # prompt_toolkit: only on this path
+
+    options = RunOptions(output="text", limits=limits, no_git=no_git, keep_sandbox=keep_sandbox)
+    chat_session(settings, workspace, options, approval, state_dir)
+    raise typer.Exit(0)
+
+
 @app.command()
 def demo(
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the sample repository (default: a new temporary directory)."),
@@ -407,11 +473,13 @@ def resume(
     mcp: Optional[list[str]] = McpOpt,
     mcp_config: Optional[list[Path]] = McpConfigOpt,
     trust_mcp: bool = TrustMcpOpt,
+    approval: str = ApprovalOpt,
 ) -> None:
-    """Continue a stopped session exactly where it stopped."""
+    """Continue a stopped session exactly where it stopped (on a terminal: reopen it interactively)."""
     from .session import RunOptions, resume as resume_session
 
     output = _check_output(output)
+    approval = _check_approval(approval)
     if not session_id and not last:
         raise ConfigError("give a session id or --last (see `kimi-code sessions`)")
     if session_id and last:
@@ -430,6 +498,11 @@ def resume(
     options = RunOptions(output=output, limits=limits, keep_sandbox=keep_sandbox, branch=branch,
                          patch_out=patch_out, continue_text=continue_text, trust_mcp=trust_mcp,
                          attach=tuple(attach or ()))
+    if output == "text" and not (branch or patch_out) and _interactive_terminal():
+        from .interactive import reopen  # prompt_toolkit: only on this path
+
+        reopen(flags, session_id, options, approval, state_dir)
+        raise typer.Exit(0)
     result = resume_session(flags, session_id, options, state_dir=state_dir)
     if result.outcome.detail.get("already_finished"):
         err_console.print(f"session {result.session_id} already finished; use --continue \"...\" to add instructions",
@@ -641,20 +714,15 @@ def diff(
 ) -> None:
     """Show the session's changes to the workspace (or one step's)."""
     from .checkpoints import Checkpointer
-    from .rewind import commit_at
+    from .rewind import step_diff
 
     session, state = _load_session(session_id, state_dir)
     if state.base_commit is None:
         raise ConfigError(f"session {session.id} has no checkpoints (not a git repository, or no step yet)")
-    cp = Checkpointer(Path(state.repo), session.id)
-    if step is None:
-        text = cp.diff(state.base_commit, state.last_checkpoint)
-    else:
-        if step not in state.checkpoints:
-            typer.echo(f"step {step} changed nothing in the workspace")
-            return
-        before = commit_at(state, step - 1)
-        text = cp.diff(before, state.checkpoints[step])
+    text = step_diff(Checkpointer(Path(state.repo), session.id), state, step)
+    if text is None:
+        typer.echo(f"step {step} changed nothing in the workspace")
+        return
     typer.echo(text, nl=False)
 
 
@@ -675,8 +743,11 @@ def rewind(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one clear line and an exit code for user errors."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in ([], ["--debug"]) and _interactive_terminal():
+        args.append("chat")  # a bare `kimi-code` on a terminal opens a chat; elsewhere it prints help
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except USER_ERRORS as exc:
         if _debug["on"]:

@@ -223,9 +223,17 @@ class Finished(EventPayload):
     reason: str = Field(description="finish_tool, no_tool_calls, loop_guard, output_limit or empty_reply")
 
 
+class SettingsChanged(EventPayload):
+    """A setting changed mid-session (a chat's `/model`, `/thinking`); resume keeps it."""
+
+    TYPE = ev.SETTINGS_CHANGED
+
+    changes: dict[str, Any] = Field(description="the settings and their new values, e.g. {\"model\": \"kimi-k2.5\"}")
+
+
 PAYLOADS: dict[str, type[EventPayload]] = {model.TYPE: model for model in (
     SessionStarted, Sandbox, UserMessage, Assistant, ToolStarted, ToolResult, Todo, Compaction, Checkpoint,
-    Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished, MediaUploaded,
+    Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished, MediaUploaded, SettingsChanged,
 )}
 
 

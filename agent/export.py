@@ -25,7 +25,7 @@ from .store import SessionMeta
 FORMATS = ("recording", "trajectory")
 # Events a replay needs: the model's turns, the results it saw, and what shaped its context.
 RECORDING_TYPES = frozenset({ev.SESSION_STARTED, ev.USER_MESSAGE, ev.ASSISTANT, ev.TOOL_RESULT, ev.TODO,
-                             ev.COMPACTION, ev.LIMIT, ev.FINISHED})
+                             ev.COMPACTION, ev.LIMIT, ev.FINISHED, ev.SETTINGS_CHANGED})
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|API_?KEY|ACCESS_KEY|PRIVATE", re.I)
 _MIN_SECRET = 6  # shorter values ("1", "true") would redact ordinary text
 _CREDENTIAL_PATTERNS = (

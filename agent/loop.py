@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kimi_code.tools.types import ToolResult
+
 from . import context as ctxmod
 from . import event_payloads as ep
 from . import prompts
@@ -41,7 +43,7 @@ from .store import SessionDir, SessionMeta
 from .tokens import count_message
 
 if TYPE_CHECKING:
-    from kimi_code.tools.registry import ToolContext, ToolResult
+    from kimi_code.tools.registry import ToolContext
 
     from .view import View
 
@@ -64,7 +66,7 @@ class ToolRunner(Protocol):
     def is_read_only(self, name: str, arguments: str) -> bool: ...
 
     def run_calls(self, calls: Sequence[tuple[str, str]], ctx: ToolContext, *,
-                  on_start: Callable[[int], None] | None = None,
+                  on_start: Callable[[int], ToolResult | None] | None = None,
                   on_result: Callable[[int, ToolResult], None] | None = None) -> None: ...
 
 
@@ -129,8 +131,13 @@ class AgentLoop:
         self._cutoffs = 0
         self._empty_replies = 0
         self._step_changed_workspace = False
-        # Messages to append once in-flight calls are resolved (resume notices, --continue).
-        self.pending_notices: list[str | tuple[str, str | list[dict[str, Any]]]] = []  # (kind, content)
+        # Messages to append once in-flight calls are resolved (resume notices, --continue, the
+        # files a chat message attaches): a text, or (kind, content) where content may be parts.
+        self.pending_notices: list[str | tuple[str, Any]] = []
+        # Asked before each tool call starts (interactive approvals, agent/approval.py): None runs
+        # the call; a text refuses it and becomes its result, an error the model reads and the log
+        # keeps (a refused call never ran, so it has no tool_started).
+        self.approve: Callable[[PendingCall], str | None] | None = None
         # Called with every recorded event, after the state applied it (the recorder's list).
         self.observers: list[Callable[[Event], None]] = self.recorder.observers
         # Asked before each model request; the first reason one returns stops the run (the replay
@@ -181,6 +188,7 @@ class AgentLoop:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Outcome:
+        self._started = time.monotonic()  # --max-time counts this run (in a chat, this turn)
         with self.signals:
             try:
                 return self._run()
@@ -381,15 +389,19 @@ class AgentLoop:
         attached_by: list[str] = []  # the tools whose results carried them (view_image, MCP tools)
         stop_requested = [False]
 
-        def on_start(i: int) -> None:
+        def on_start(i: int) -> ToolResult | None:
             if self.signals.interrupts and not stop_requested[0]:
                 stop_requested[0] = True
             if stop_requested[0]:
                 raise Interrupted()
             call = calls[i]
+            refusal = self.approve(call) if self.approve is not None else None
+            if refusal is not None:
+                return ToolResult(refusal, is_error=True, metadata={"refused": True})
             self.record(ep.ToolStarted(call_id=call.call_id, name=call.name, index=call.index,
                                        arguments=call.arguments,
                                        read_only=self.registry.is_read_only(call.name, call.arguments)))
+            return None
 
         def on_result(i: int, result: ToolResult) -> None:
             call = calls[i]

@@ -228,6 +228,15 @@ class Replayer:
                                f"from the recording ({_first_difference(want, got)}); stopped instead of "
                                "replaying turns chosen for other results")
 
+    def refused(self, step: int, call_id: str) -> str | None:
+        """The result of a call the user refused in the recorded session (a chat's approvals), to
+        refuse it again instead of running it: the loop's ``approve`` hook."""
+        turns = self.recording.turns
+        recorded = turns[step - 1].results.get(call_id) if 0 < step <= len(turns) else None
+        if recorded and (recorded.get("metadata") or {}).get("refused"):
+            return str(recorded.get("content", ""))
+        return None
+
     def stop_reason(self) -> str | None:
         """Why the next turn can't be replayed, if it can't (asked by the loop before each request)."""
         if self.divergence is None and self.position() >= len(self.recording.turns):
@@ -302,6 +311,7 @@ class ReplaySource:
             self.replayer.observe(event)
         loop.observers.append(self.replayer.observe)
         loop.stop_checks.append(self.replayer.stop_reason)
+        loop.approve = lambda call: self.replayer.refused(loop.state.step, call.call_id)
 
     def continuation(self, steps_done: int) -> str | None:
         """When the recorded session went on after the user added instructions at this point: how

@@ -54,6 +54,48 @@ def rewind_events(to_step: int, commit: str, restored: list[str], head: str | No
     ]
 
 
+def step_diff(checkpointer: Any, state: Any, step: int | None = None) -> str | None:
+    """What the session changed (``step`` None) or what one step changed, as a unified diff;
+    None when that step changed nothing."""
+    if state.base_commit is None:
+        raise ConfigError(f"session {state.session_id} has no checkpoints (not a git repository, or no step yet)")
+    if step is None:
+        return checkpointer.diff(state.base_commit, state.last_checkpoint)
+    if step not in state.checkpoints:
+        return None
+    return checkpointer.diff(commit_at(state, step - 1), state.checkpoints[step])
+
+
+def undo_target(events: list[Any], step: int) -> int:
+    """The step ``/undo`` goes back to from ``step``: the one at which the user's latest message
+    (the task or a follow-up) was sent, so the last turn's work is taken back; undone again, it
+    goes one message further back. ``events``: the session's log."""
+    from . import events as ev
+
+    marks = [e.step for e in ev.effective_events(events)
+             if e.type == ev.USER_MESSAGE and e.payload.get("kind") in ("task", "continue") and e.step < step]
+    if not marks:
+        raise ConfigError("nothing to undo: no step since the session's first message")
+    return max(marks)
+
+
+def rewind_live(recorder: Any, checkpointer: Any, to_step: int, force: bool = False) -> RewindResult:
+    """Rewind a session whose lock this process holds (``rewind`` below, or an interactive
+    session between turns): restore the files, append the rewind's events, then rebuild the state
+    from the log, so the live state is exactly what a resume would load."""
+    state = recorder.state
+    if state.base_commit is None:
+        raise ConfigError(f"session {state.session_id} has no checkpoints to rewind to")
+    if to_step < 0 or to_step > state.step:
+        raise ConfigError(f"the step must be between 0 and {state.step}")
+    target = commit_at(state, to_step)
+    changed = checkpointer.restore(target, force=force, expected=state.last_checkpoint)
+    for payload in rewind_events(to_step, target, changed, checkpointer.head()):
+        recorder.record(payload, to_step)
+    state.refold(recorder.session.log.load())
+    return RewindResult(session_id=state.session_id, to_step=to_step, commit=target, restored=list(changed))
+
+
 def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = False) -> RewindResult:
     """Put the session's workspace and conversation back to the end of ``to_step``.
 
@@ -71,13 +113,10 @@ def rewind(state_dir: Path | str, session_id: str, to_step: int, force: bool = F
         raise ConfigError(f"--to must be between 0 and {state.step}")
     session.lock()
     try:
-        target = commit_at(state, to_step)
-        cp = Checkpointer(Path(state.repo), session.id)
-        changed = cp.restore(target, force=force, expected=state.last_checkpoint)
         # Read again under the lock: the recorder appends after the log's last event.
         recorder = Recorder(session, SessionState.fold(session.log.load()))
-        for payload in rewind_events(to_step, target, changed, cp.head()):
-            recorder.record(payload, to_step)
+        result = rewind_live(recorder, Checkpointer(Path(state.repo), session.id), to_step, force)
+        changed, target = result.restored, result.commit
         meta = session.read_meta()
         meta.status = "interrupted"
         meta.steps = to_step

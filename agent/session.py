@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import event_payloads as ep
 from . import events as ev
@@ -22,7 +22,7 @@ from .config import Settings, load_settings
 from .errors import EXIT_OK, EXIT_STORAGE, ConfigError, KimiCodeError, SandboxError, SessionError
 from .lazy import prefetch
 from .assembly import (  # noqa: F401 - RunOptions: cli's
-    Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
+    Host, Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
 from .recorder import Recorder
 from .loop import AgentLoop, Outcome
 from .state import SessionState
@@ -52,6 +52,69 @@ class RunResult:
     session_id: str
     state: SessionState
     summary: dict[str, Any]
+
+
+class Conversation(Host, Protocol):
+    """The interactive host of a session (agent/interactive.py), given as ``RunOptions.conversation``.
+    The session stays up between turns, and each message the user sends continues it exactly as
+    ``resume --continue`` would."""
+
+    def attach(self, live: LiveSession) -> None:
+        """The session is up and its start recorded; no turn has run yet (install the approval
+        hook, queue the first message's attachments)."""
+
+    def next_turn(self, live: LiveSession, outcome: Outcome | None) -> bool:
+        """After a turn (``outcome``; None before the first turn of a reopened session), talk to
+        the user until they send a message (queued with ``live.follow_up``) or leave: run again?"""
+
+
+@dataclass
+class LiveSession:
+    """A session whose sandbox and loop are up, between the turns of an interactive session."""
+
+    runner: Runner
+    loop: AgentLoop
+    checkpointer: Checkpointer | None
+
+    def follow_up(self, text: str, attachments: Sequence[Any] = ()) -> None:
+        """Queue the user's next message as ``resume --continue`` adds it: the files changed
+        outside the agent since its last checkpoint, the instructions, then any attachments."""
+        notices = self.loop.pending_notices
+        drift = _drift_notice(self.checkpointer, self.loop.state, self.runner.view)
+        if drift and drift not in notices:
+            notices.append(drift)
+        notices.append(("continue", prompts.continue_message(text)))
+        notices.extend(("attachment", content) for content in attachments)
+
+
+def _turns(runner: Runner, loop: AgentLoop, checkpointer: Checkpointer | None, *, reopened: bool) -> Outcome:
+    """A headless run is one turn; an interactive one runs a turn per message until the user
+    leaves. ``reopened``: a resumed session waits for the user before its first turn."""
+    host = cast("Conversation | None", runner.options.conversation)
+    if host is None:
+        return loop.run()
+    live = LiveSession(runner, loop, checkpointer)
+    host.attach(live)
+    outcome = None if reopened else loop.run()
+    while host.next_turn(live, outcome):
+        outcome = loop.run()
+    if outcome is None:  # left before any turn: the session is as it was
+        finish = loop.state.finish or {}
+        outcome = Outcome(finish.get("status", "success") if loop.state.finished else "interrupted", EXIT_OK,
+                          finish.get("summary", ""))
+    return outcome
+
+
+def _drift_notice(checkpointer: Checkpointer | None, state: SessionState, view: View) -> str | None:
+    """The notice telling the agent which files changed outside it since its last checkpoint."""
+    if checkpointer is None or not state.last_checkpoint:
+        return None
+    try:
+        drift = checkpointer.drift(state.last_checkpoint)
+    except KimiCodeError as exc:
+        view.notice(f"could not check the workspace for outside changes: {exc}")
+        return None
+    return prompts.drift_notice(drift) if drift else None
 
 
 def find_workspace(repo: Path, no_git: bool) -> Path:
@@ -167,7 +230,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
         loop.record(_sandbox_payload(action, info), step=0)
         _complete_start(loop, checkpointer, info)
         started = True
-        outcome = loop.run()
+        outcome = _turns(runner, loop, checkpointer, reopened=False)
         return _finish(runner, outcome, checkpointer)
     finally:
         if not started:  # never got going: marked so, though `resume` can still complete it
@@ -218,7 +281,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         if not workspace.is_dir():
             raise SessionError(f"the session's repository {workspace} no longer exists")
         check_result_targets(workspace, options)
-        if state.finished and not options.continue_text:
+        if state.finished and not options.continue_text and options.conversation is None:
             # "Says so and exits 0": resuming a finished session is not a failure of this command.
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
@@ -256,19 +319,12 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             loop.record(ep.Resumed(pid=os.getpid(), in_flight=[c.call_id for c in state.pending]))
             loop.record(_sandbox_payload(action, sandbox_info))
             _complete_start(loop, checkpointer, sandbox_info)
-            if checkpointer is not None and state.last_checkpoint:
-                try:
-                    drift = checkpointer.drift(state.last_checkpoint)
-                except KimiCodeError as exc:
-                    drift = []
-                    runner.view.notice(f"could not check the workspace for outside changes: {exc}")
-                if drift:
-                    notices.append(prompts.drift_notice(drift))
-            loop.pending_notices = notices
+            drift = _drift_notice(checkpointer, state, runner.view)
+            loop.pending_notices = [*notices, drift] if drift else notices
             if options.continue_text:
                 loop.pending_notices.append(("continue", media.content(prompts.continue_message(options.continue_text),
                                                                        parts)))
-            outcome = loop.run()
+            outcome = _turns(runner, loop, checkpointer, reopened=not options.continue_text)
             return _finish(runner, outcome, checkpointer)
         finally:
             if runner is not None:

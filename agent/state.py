@@ -116,6 +116,13 @@ class SessionState:
             state.apply(event)
         return state
 
+    def refold(self, events: list[Event]) -> None:
+        """Become the fold of ``events`` in place: a live session rewound by the user (every
+        collaborator of its loop holds this very object) is the same as one loaded again."""
+        fresh = type(self).fold(events)
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
     def apply(self, event: Event) -> None:
         handler = _HANDLERS.get(event.type)
         if handler is not None:
@@ -296,6 +303,17 @@ class SessionState:
     def _on_media_uploaded(self, e: Event) -> None:
         self.uploads[e.payload["sha256"]] = e.payload["file_id"]
 
+    def _on_settings(self, e: Event) -> None:
+        changes = dict(e.payload.get("changes") or {})
+        self.settings = {**self.settings, **changes}
+        if changes.get("thinking") is True:
+            # Kimi rejects a thinking-mode history whose tool-call messages lack reasoning_content:
+            # those made with thinking off get an empty one (new dicts: a message in the history is
+            # never changed in place, the client caches its JSON by identity).
+            self.messages = [{**m, "reasoning_content": " "}
+                             if m.get("role") == "assistant" and m.get("tool_calls") and m.get("reasoning_content") is None
+                             else m for m in self.messages]
+
     def _on_finished(self, e: Event) -> None:
         self.status = "finished"
         self.finish = dict(e.payload)
@@ -363,4 +381,5 @@ _HANDLERS = {
     ev.RESUMED: SessionState._on_resumed,
     ev.FINISHED: SessionState._on_finished,
     ev.MEDIA_UPLOADED: SessionState._on_media_uploaded,
+    ev.SETTINGS_CHANGED: SessionState._on_settings,
 }

@@ -68,7 +68,14 @@ class StopSignals:
                 if done:  # a failed block's own error goes first; it ends the run anyway
                     raise KeyboardInterrupt
 
+    def request_stop(self) -> None:
+        """A stop asked through the interface rather than a signal (Ctrl-C at an approval
+        prompt, which reads the key itself): like a first Ctrl-C, no call starts after it."""
+        self.interrupts += 1
+
     def __enter__(self) -> StopSignals:
+        # Each run starts with no stop requested (an interactive session runs one per turn).
+        self.interrupts, self.terminated, self._deferred = 0, False, False
         if threading.current_thread() is threading.main_thread():
             self._previous = (signal.signal(signal.SIGINT, self._on_sigint),
                               signal.signal(signal.SIGTERM, self._on_sigterm))

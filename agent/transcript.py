@@ -64,6 +64,6 @@ def render_transcript(events: list[Event], *, reasoning: bool = False) -> str:
             out.append(f"{stamp} CONTEXT COMPACTED ({p.get('tokens_before', 0):,} tokens before)")
         elif e.type == ev.CHECKPOINT:
             out.append(f"{stamp} checkpoint {str(p.get('commit'))[:12]} {json.dumps(p.get('changed') or [])[:300]}")
-        elif e.type in (ev.FINISHED, ev.LIMIT, ev.INTERRUPTED, ev.RESUMED, ev.REWIND):
+        elif e.type in (ev.FINISHED, ev.LIMIT, ev.INTERRUPTED, ev.RESUMED, ev.REWIND, ev.SETTINGS_CHANGED):
             out.append(f"{stamp} {e.type.upper()} {json.dumps(p, ensure_ascii=False)[:500]}")
     return "\n".join(out)

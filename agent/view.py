@@ -148,10 +148,14 @@ class RichView:
         self._state: Any = None
         self._tool: tuple[str, float] | None = None
         self._thinking = ""
-        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
-                          get_renderable=self._render)
-        self._live.start()
+        self._live = self._start_live()
         self._lock = threading.Lock()
+
+    def _start_live(self) -> Live:
+        live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
+                    get_renderable=self._render)
+        live.start()
+        return live
 
     def _render(self) -> Any:
         state = self._state
@@ -185,15 +189,29 @@ class RichView:
             elif event.type in (ev.TOOL_RESULT, ev.ASSISTANT):
                 self._tool = None
                 self._thinking = ""
-        line = describe(event, state)
+        line = self.line_for(event, state)
         if line:
             self.console.print(line, highlight=False, markup=False)
+
+    def line_for(self, event: Event, state: Any) -> str | Text | None:
+        """What is printed above the panel for an event (a chat's view prints the agent's words whole)."""
+        return describe(event, state)
 
     def on_delta(self, kind: str, text: str) -> None:
         self._thinking = (self._thinking + text)[-400:]
 
     def notice(self, text: str) -> None:
         self.console.print(f"[yellow]kimi-code:[/] {text}")
+
+    def pause(self) -> None:
+        """Take the live panel off the screen while the terminal is someone else's (a chat's prompt,
+        an approval question); ``resume`` brings it back."""
+        self._live.stop()
+
+    def resume(self) -> None:
+        # A new Live: a restarted one would first move up over its old panel's height, erasing
+        # the lines printed meanwhile.
+        self._live = self._start_live()
 
     def close(self) -> None:
         self._live.stop()

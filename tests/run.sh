@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The one command that sets up and runs the whole test suite on a fresh machine:
 #   bash tests/run.sh [pytest args...]
-# Creates .venv, installs the project with its test extras, makes sure ffmpeg, a Docker daemon and
-# the offline sandbox test image exist (installing ffmpeg and docker.io/debootstrap and starting
-# dockerd when run as root on a Debian-like machine), then runs pytest. Docker tests skip loudly when Docker can't be
-# had, unless KIMI_CODE_REQUIRE_DOCKER=1 (CI), which makes that a failure.
+# Creates .venv, installs the project with its test extras, makes sure ffmpeg and tmux, a Docker
+# daemon and the offline sandbox test image exist (installing ffmpeg, tmux, docker.io and debootstrap
+# and starting dockerd when run as root on a Debian-like machine), then runs pytest. Docker tests
+# skip loudly when Docker can't be had, unless KIMI_CODE_REQUIRE_DOCKER=1 (CI), which makes that a
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,14 +24,18 @@ log "installing the project and its test dependencies"
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -E 'is ignored|^$' >&2 || true
 .venv/bin/python -c 'import kimi_code.agent.cli' || { log "install failed"; exit 1; }
 
-# 2. ffmpeg: the media tests make real MP4 and WebM files with it (and view_video's sizes come from ffprobe).
-if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+# 2. ffmpeg (the media tests make real MP4 and WebM files with it; view_video's sizes come from
+# ffprobe) and tmux (the terminal tests of the interactive session).
+missing=()
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing ffmpeg"
+    log "installing ${missing[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    log "WARNING: ffmpeg is missing: the media tests will fail"
+    log "WARNING: ${missing[*]} missing: the media tests fail and the terminal tests skip"
   fi
 fi
 

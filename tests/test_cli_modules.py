@@ -1,5 +1,6 @@
 """The modules the CLI delegates to, called directly: rewind, doctor, sessions prune; and the
-CLI's start-up cost (`--help` and `sessions` import neither openai, docker, gitpython nor the mcp SDK)."""
+CLI's start-up cost (`--help` and `sessions` import neither openai, docker, gitpython, the mcp SDK nor
+prompt_toolkit)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_help_and_sessions_import_no_heavy_module(tmp_path: Path, args: list[str
     proc, modules = _imported(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "kimi_code.agent.cli" in modules or "kimi_code.agent" in modules  # the parse saw real output
-    heavy = {"openai", "docker", "git", "mcp", "mcp_types"}
+    heavy = {"openai", "docker", "git", "mcp", "mcp_types", "prompt_toolkit"}
     tops = {m.split(".")[0] for m in modules}
     assert not tops & heavy, sorted(m for m in modules if m.split(".")[0] in heavy)
 

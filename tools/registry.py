@@ -232,7 +232,7 @@ class ToolRegistry:
         calls: Sequence[tuple[str, str]],
         ctx: ToolContext,
         *,
-        on_start: Callable[[int], None] | None = None,
+        on_start: Callable[[int], ToolResult | None] | None = None,
         on_result: Callable[[int, ToolResult], None] | None = None,
     ) -> list[ToolResult]:
         """Run the calls of one assistant message; results come back in call order.
@@ -240,7 +240,8 @@ class ToolRegistry:
         Consecutive read-only calls run concurrently; any call that may change something runs
         alone, after everything before it has finished. Callbacks always fire from this thread:
         ``on_start(i)`` before call ``i`` begins, ``on_result(i, result)`` as soon as it ended (so
-        within a concurrent batch, results may be reported out of order).
+        within a concurrent batch, results may be reported out of order). When ``on_start``
+        returns a result (the user refused the call), the call does not run and that is its result.
         """
         results: list[ToolResult | None] = [None] * len(calls)
         flags = [self.is_read_only(n, a) for n, a in calls]
@@ -251,9 +252,11 @@ class ToolRegistry:
                 while j < len(calls) and flags[j]:
                     j += 1
             if j - i == 1:
-                if on_start:
-                    on_start(i)
-                results[i] = self.run(calls[i][0], calls[i][1], ctx)
+                instead = on_start(i) if on_start else None
+                if instead is not None:
+                    results[i] = self.clean_result(instead)
+                else:
+                    results[i] = self.run(calls[i][0], calls[i][1], ctx)
                 if on_result:
                     on_result(i, results[i])
             else:
@@ -261,8 +264,12 @@ class ToolRegistry:
                                         thread_name_prefix="tool") as pool:
                     futures = {}
                     for k in range(i, j):
-                        if on_start:
-                            on_start(k)
+                        instead = on_start(k) if on_start else None
+                        if instead is not None:
+                            results[k] = self.clean_result(instead)
+                            if on_result:
+                                on_result(k, results[k])
+                            continue
                         futures[pool.submit(self.run, calls[k][0], calls[k][1], ctx)] = k
                     for fut in as_completed(futures):
                         k = futures[fut]
