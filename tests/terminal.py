@@ -40,13 +40,18 @@ class Terminal:
     exits the pane shows ``__EXITED__ <code>`` and stays open."""
 
     def __init__(self, tmp_path: Path, args: list[str], env: dict[str, str], *, cwd: Path | None = None,
-                 width: int = 160, height: int = 50) -> None:
+                 width: int = 160, height: int = 50, ci: bool = False) -> None:
+        """``ci``: run with ``CI=true``; otherwise as a user at a terminal, whatever the test
+        process's own environment says (the suite itself runs with CI set in CI)."""
         require_tmux()
         self.socket = f"kc-test-{uuid.uuid4().hex[:12]}"
         self._socket_path = ""
         script = tmp_path / f"terminal-{self.socket}.sh"
         # The pane's shell outlives a Ctrl-C the program handled (the terminal sends SIGINT to both).
-        lines = ["trap 'true' INT", "unset CI"] + [f"export {k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier()]
+        lines = ["trap 'true' INT", "unset CI"] + [f"export {k}={shlex.quote(v)}" for k, v in env.items()
+                                                   if k.isidentifier() and k != "CI"]
+        if ci:
+            lines.append("export CI=true")
         if cwd is not None:
             lines.append(f"cd {shlex.quote(str(cwd))}")
         lines += [" ".join(shlex.quote(a) for a in [sys.executable, "-m", "kimi_code.agent.cli", *args]),

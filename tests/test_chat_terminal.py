@@ -383,7 +383,7 @@ def test_a_bare_kimi_code_on_a_terminal_opens_a_chat_with_the_history_but_not_in
         term.wait_for("› /exit")
         term.send("Enter")
         assert term.exit_code() == 0
-    with Terminal(tmp_path, [], {**env, "CI": "true"}, cwd=repo) as term:  # CI: never interactive
+    with Terminal(tmp_path, [], env, cwd=repo, ci=True) as term:  # CI: never interactive
         term.exit_code()
         screen = term.screen()
         assert "Usage:" in screen and "Commands" in screen and "kimi-code chat ·" not in screen
