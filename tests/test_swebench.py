@@ -84,8 +84,11 @@ def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_
     assert recipe_for("pallets/flask", "2.3").python == "3.11"
     assert recipe_for("pydicom/pydicom", "1.4").python == "3.8"
     assert recipe_for("pytest-dev/pytest", "7.4").task_install  # _version.py is generated per checkout
-    with pytest.raises(EnvBuildError, match="no install recipe for scikit-learn/scikit-learn 0.20.*known repositories"):
-        recipe_for("scikit-learn/scikit-learn", "0.20")  # guessing would grade every such task unresolved
+    with pytest.raises(EnvBuildError, match="no install recipe for matplotlib/matplotlib 3.5.*known repositories"):
+        recipe_for("matplotlib/matplotlib", "3.5")  # guessing would grade every such task unresolved
+    for repo, version in (("pylint-dev/pylint", "2.15"), ("mwaskom/seaborn", "0.12"), ("astropy/astropy", "5.2"),
+                          ("scikit-learn/scikit-learn", "1.3"), ("django/django", "4.2"), ("sympy/sympy", "1.12")):
+        assert recipe_for(repo, version).python == "3.9" or repo == "django/django", repo
     with pytest.raises(EnvBuildError, match="no install recipe for django/django 1.9: add one to benchmarks/swebench/recipes.py or give the task an env_recipe$"):
         recipe_for("django/django", "1.9")  # a known repository, an unknown version
     assert recipe_for("unknown/repo", "1.0", {"install": "make"}).packages == ("pytest",)

@@ -167,6 +167,38 @@ def _table() -> dict[str, dict[str, Recipe]]:
     add("sympy/sympy", ["1.13", "1.14"],
         Recipe(python="3.9", packages=("mpmath==1.3.0",), requirements=("requirements-dev.txt", "requirements-test.txt"),
                test_cmd=sympy_cmd))
+    # The rest of SWE-bench Lite's repositories whose SWE-bench specs need only pip (matplotlib,
+    # xarray and sphinx use conda or tox there and have no recipe yet).
+    add("pylint-dev/pylint", ["2.9", "2.10", "2.11", "2.13", "2.14", "2.15", "2.16", "2.17"],
+        Recipe(python="3.9", requirements=("requirements_test.txt",)))
+    add("pylint-dev/pylint", ["3.0", "3.1", "3.2", "3.3", "4.0"],
+        Recipe(python="3.9", packages=("astroid==3.0.0a6", "setuptools"), requirements=("requirements_test.txt",)))
+    seaborn_pins = ("contourpy==1.1.0", "cycler==0.11.0", "fonttools==4.42.1", "importlib-resources==6.0.1",
+                    "kiwisolver==1.4.5", "matplotlib==3.7.2", "numpy==1.25.2", "packaging==23.1", "pillow==10.0.0",
+                    "pyparsing==3.0.9", "pytest", "python-dateutil==2.8.2", "pytz==2023.3.post1", "scipy==1.11.2",
+                    "six==1.16.0", "tzdata==2023.1", "zipp==3.16.2")
+    add("mwaskom/seaborn", ["0.11"], Recipe(python="3.9", packages=seaborn_pins + ("pandas==1.3.5",),
+                                            test_cmd="pytest --no-header -rA"))
+    add("mwaskom/seaborn", ["0.12", "0.13", "0.14"],
+        Recipe(python="3.9", packages=seaborn_pins + ("pandas==2.0.0",), install="python -m pip install -e '.[dev]'",
+               test_cmd="pytest --no-header -rA"))
+    astropy_pins = ("attrs==23.1.0", "exceptiongroup==1.1.3", "execnet==2.0.2", "hypothesis==6.82.6",
+                    "iniconfig==2.0.0", "numpy==1.25.2", "packaging==23.1", "pluggy==1.3.0", "psutil==5.9.5",
+                    "pyerfa==2.0.0.3", "pytest-arraydiff==0.5.0", "pytest-astropy-header==0.2.2",
+                    "pytest-astropy==0.10.0", "pytest-cov==4.1.0", "pytest-doctestplus==1.0.0",
+                    "pytest-filter-subpackage==0.1.2", "pytest-mock==3.11.1", "pytest-openfiles==0.5.0",
+                    "pytest-remotedata==0.4.0", "pytest-xdist==3.3.1", "pytest==7.4.0", "PyYAML==6.0.1",
+                    "setuptools==68.0.0", "sortedcontainers==2.4.0", "tomli==2.0.1")
+    add("astropy/astropy", ["3.0", "3.1", "3.2"],
+        Recipe(python="3.9", packages=astropy_pins, install="python -m pip install -e '.[test]'"))
+    add("astropy/astropy", ["4.1", "4.2", "4.3", "5.0", "5.1", "5.2", "v5.3"],
+        Recipe(python="3.9", packages=astropy_pins, install="python -m pip install -e '.[test]'",
+               pre_install=("sed -i 's/requires = \\[\"setuptools\",/requires = [\"setuptools==68.0.0\",/' "
+                            "pyproject.toml",)))
+    add("scikit-learn/scikit-learn", ["1.3", "1.4", "1.5", "1.6"],
+        Recipe(python="3.9", packages=("numpy==1.19.2", "scipy==1.5.2", "cython==3.0.10", "pytest", "pandas<2.0.0",
+                                       "matplotlib<3.9.0", "setuptools", "joblib", "threadpoolctl"),
+               install="python -m pip install -v --no-use-pep517 --no-build-isolation -e ."))
     return t
 
 
