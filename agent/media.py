@@ -42,6 +42,7 @@ from kimi_code.tools.media import MAX_MEDIA_BYTES, MediaError, MediaInfo, human_
 
 from . import event_payloads as ep
 from .errors import ConfigError, KimiCodeError
+from .store import fsync_dir
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -190,7 +191,7 @@ class MediaStore:
                     tmp.unlink()
                 else:
                     os.replace(tmp, final)
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
             finally:
                 tmp.unlink(missing_ok=True)
         except OSError as exc:
@@ -204,14 +205,6 @@ class MediaStore:
         with open_media(path) as fh:
             info = inspect(fh, str(path))
             return self.add(fh, info, name or path.name)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_media(path: Path) -> BinaryIO:

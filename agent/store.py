@@ -66,7 +66,8 @@ def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -315,9 +316,9 @@ class SessionStore:
                 os.fsync(fh.fileno())
             meta.updated = time.time()
             write_atomic(tmp / META_FILE, json.dumps(asdict(meta), indent=1).encode())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, root)
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             for path in (adopt or {}).values():

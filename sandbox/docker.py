@@ -133,17 +133,23 @@ class _ExecChannel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._raw.settimeout(remaining)
-            try:
-                data = self._raw.recv(1 << 16)
-            except (socket.timeout, TimeoutError):
+            data = self._read(remaining)
+            if data is None:
                 return None
-            except OSError:
-                data = b""
             if not data:
                 self._eof = True
             else:
                 self._pending += data
+
+    def _read(self, timeout: float) -> bytes | None:
+        """Up to 64 KiB from the socket: None when nothing came within ``timeout``, b"" at its end."""
+        self._raw.settimeout(timeout)
+        try:
+            return self._raw.recv(1 << 16)
+        except (socket.timeout, TimeoutError):
+            return None
+        except OSError:
+            return b""
 
     def close_input(self) -> None:
         """End the process's stdin (the socket's write half); its output can still be read."""
@@ -183,31 +189,19 @@ class _ProcessChannel(_ExecChannel):
     def send(self, data: bytes) -> None:
         self._raw.sendall(data)
 
-    def recv(self, timeout: float) -> bytes | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            out = self._take()
-            if out:
-                return out
-            if self._eof:
-                return b""
-            remaining = deadline - time.monotonic()
-            pending = getattr(self._raw, "pending", None)  # TLS: bytes already decrypted
-            if not (callable(pending) and pending()):
-                try:
-                    ready, _, _ = select.select([self._raw], [], [], max(0.0, remaining))
-                except (OSError, ValueError):
-                    ready = [self._raw]  # closed under us: recv says so
-                if not ready:
-                    return None
+    def _read(self, timeout: float) -> bytes | None:
+        pending = getattr(self._raw, "pending", None)  # TLS: bytes already decrypted
+        if not (callable(pending) and pending()):
             try:
-                data = self._raw.recv(1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                self._eof = True
-            else:
-                self._pending += data
+                ready, _, _ = select.select([self._raw], [], [], timeout)
+            except (OSError, ValueError):
+                ready = [self._raw]  # closed under us: recv says so
+            if not ready:
+                return None
+        try:
+            return self._raw.recv(1 << 16)
+        except OSError:
+            return b""
 
 
 class DockerSandbox:
