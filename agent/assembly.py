@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kimi_code.sandbox.base import WORKSPACE, Sandbox, SandboxInfo
+from kimi_code.sandbox.base import Sandbox, SandboxInfo
 from kimi_code.sandbox.local import LocalSandbox
 from kimi_code.tools.mcp_config import McpServerConfig
 from kimi_code.tools.registry import ToolContext, ToolRegistry
@@ -56,17 +56,26 @@ def make_sandbox(
     workspace: Path,
     *,
     warn: Callable[[str], None] | None = None,
+    sync_stamp: Path | None = None,
 ) -> Sandbox:
-    """A DockerSandbox (default) or, for ``sandbox = "none"``, a LocalSandbox after a warning."""
+    """A DockerSandbox (default) or, for ``sandbox = "none"``, a LocalSandbox after a warning.
+    ``sync_stamp``: the host file marking a copied workspace's last sync (in the session's directory)."""
     if settings.sandbox == "none":
         (warn or _stderr_warning)(LOCAL_WARNING)
         return LocalSandbox(session_id, workspace, default_timeout=settings.command_timeout,
                             secret_env=secret_env_names())
     from kimi_code.sandbox.docker import DockerSandbox  # the docker SDK only for a Docker sandbox
 
+    mode = workspace_mode(settings)
+    if mode == "copy" and settings.workspace == "auto" and warn is None:
+        print(f"kimi-code: the Docker engine {os.environ.get('DOCKER_HOST')} is not this machine's: the workspace "
+              "is copied into the container and synced back after each command (workspace = copy)", file=sys.stderr)
     return DockerSandbox(
         session_id,
         workspace,
+        workspace_mode=mode,
+        workspace_path=settings.workspace_path,
+        sync_stamp=sync_stamp,
         image=settings.image,
         network=settings.network,
         memory=settings.memory,
@@ -78,14 +87,28 @@ def make_sandbox(
     )
 
 
+def workspace_mode(settings: Settings) -> str:
+    """How the workspace reaches the container: the setting, or for "auto" a bind mount when the
+    engine is this machine's own socket and a copy otherwise (a tcp:// or ssh:// DOCKER_HOST may
+    be anywhere, and cannot see this machine's paths)."""
+    if settings.workspace != "auto":
+        return settings.workspace
+    host = os.environ.get("DOCKER_HOST", "").strip()
+    return "mount" if not host or host.startswith(("unix://", "npipe://")) else "copy"
+
+
+SYNC_STAMP = "workspace-sync.stamp"
+
+
 def planned_info(settings: Settings, session_id: str, workspace: Path) -> SandboxInfo:
     """What the sandbox :func:`make_sandbox` would make will look like, known without making it
     (no Docker round trip, no docker SDK import): the session's first event is written from this."""
     if settings.sandbox == "none":
         return SandboxInfo(backend="local", session_id=session_id, workspace=str(workspace),
                            host_workspace=str(workspace), network=True, status="created")
-    return SandboxInfo(backend="docker", session_id=session_id, workspace=WORKSPACE, host_workspace=str(workspace),
-                       image=settings.image, network=settings.network, status="created")
+    return SandboxInfo(backend="docker", session_id=session_id, workspace=settings.workspace_path,
+                       host_workspace=str(workspace), image=settings.image, network=settings.network,
+                       status="created", workspace_mode=workspace_mode(settings))
 
 
 def make_checkpointer(workspace: Path, session_id: str, no_git: bool) -> Checkpointer | None:
@@ -157,7 +180,9 @@ def start_tools(settings: Settings, session_id: str, workspace: Path, *, trust_m
     try:
         sandbox: Sandbox | None = None
         if settings.sandbox == "docker" and any(c.sandbox for c in servers.values()):
-            sandbox = sources.sandbox = make_sandbox(settings, session_id, workspace)
+            sandbox = sources.sandbox = make_sandbox(
+                settings, session_id, workspace,
+                sync_stamp=Path(settings.state_dir).expanduser() / session_id / SYNC_STAMP)
             sandbox.start()
         sources.mcp = McpManager()
         _start_servers(sources, sources.mcp, servers, sandbox)
@@ -338,7 +363,8 @@ class Runner:
             self.tools.sandbox_taken = True
             action = "started"
         else:
-            sandbox = self.sandbox = make_sandbox(settings, session_id, self.workspace)
+            sandbox = self.sandbox = make_sandbox(settings, session_id, self.workspace,
+                                                  sync_stamp=self.session.root / SYNC_STAMP)
             if resuming and sandbox.reattach():
                 action = "reattached"
             else:

@@ -110,6 +110,8 @@ McpConfigOpt = typer.Option(None, "--mcp-config", help="Add the [mcp_servers.NAM
 TrustMcpOpt = typer.Option(False, "--trust-mcp", help="Start the servers of the repository's .kimi-code/mcp.toml without `kimi-code mcp trust`.")
 OutputOpt = typer.Option("text", "--output", "-o", help="text | json (one summary object) | stream-json (one event per line).")
 StateDirOpt = typer.Option(None, "--state-dir", help="Where sessions are stored (env KIMI_CODE_STATE_DIR).")
+WorkspaceOpt = typer.Option(None, "--workspace", help="mount (bind-mount the repository) or copy (the container holds "
+                            "its own copy, synced back after each command; the default for a remote DOCKER_HOST).")
 AttachOpt = typer.Option(None, "--attach", help="An image (PNG, JPEG, WebP, GIF) or video (MP4, MPEG, MOV, AVI, FLV, "
                          "WebM, WMV, 3GPP) sent with the task; repeatable.")
 
@@ -301,6 +303,7 @@ def run(
     sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default) or none (runs on the host)."),
     image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
     network: Optional[bool] = typer.Option(None, "--network/--no-network", help="Network inside the sandbox (default off)."),
+    workspace_mode: Optional[str] = WorkspaceOpt,
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle to trust inside the sandbox."),
     keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox", help="Keep the container at the end."),
     no_compaction: bool = typer.Option(False, "--no-compaction", help="Never summarize old history."),
@@ -322,6 +325,7 @@ def run(
     limits = _limits(max_steps, max_cost, max_time)
     flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
              "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
+             "workspace": workspace_mode,
              "compaction": False if no_compaction else None,
              "mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)}
     settings = config_mod.load_settings(flags)
@@ -387,6 +391,7 @@ def chat(
     sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker (default) or none (runs on the host)."),
     image: Optional[str] = typer.Option(None, "--image", help="Sandbox Docker image."),
     network: Optional[bool] = typer.Option(None, "--network/--no-network", help="Network inside the sandbox (default off)."),
+    workspace_mode: Optional[str] = WorkspaceOpt,
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="Host CA bundle to trust inside the sandbox."),
     keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox", help="Keep the container at the end."),
     no_compaction: bool = typer.Option(False, "--no-compaction", help="Never summarize old history."),
@@ -402,6 +407,7 @@ def chat(
     limits = _limits(max_steps, max_cost, max_time)
     flags = {"model": model, "base_url": base_url, "provider": provider, "thinking": thinking, "sandbox": sandbox,
              "image": image, "network": network, "ca_bundle": ca_bundle, "state_dir": state_dir,
+             "workspace": workspace_mode,
              "compaction": False if no_compaction else None}
     settings = config_mod.load_settings(flags)
     if settings.replay is not None:
@@ -464,6 +470,7 @@ def resume(
     max_cost: Optional[float] = typer.Option(None, "--max-cost"),
     max_time: Optional[str] = typer.Option(None, "--max-time"),
     image: Optional[str] = typer.Option(None, "--image"),
+    workspace_mode: Optional[str] = WorkspaceOpt,
     keep_sandbox: Optional[bool] = typer.Option(None, "--keep-sandbox/--remove-sandbox"),
     output: str = OutputOpt,
     state_dir: Optional[Path] = StateDirOpt,
@@ -493,7 +500,7 @@ def resume(
     if recording is not None:
         _check_recording(recording)
     flags = {"model": model, "base_url": base_url, "provider": provider, "image": image, "state_dir": state_dir,
-             "mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)}
+             "workspace": workspace_mode, "mcp_servers": config_mod.mcp_flag_servers(mcp, mcp_config)}
     _check_state_dir(state_dir or config_mod.load_settings({"state_dir": state_dir}).state_dir, state_dir, write=True)
     options = RunOptions(output=output, limits=limits, keep_sandbox=keep_sandbox, branch=branch,
                          patch_out=patch_out, continue_text=continue_text, trust_mcp=trust_mcp,

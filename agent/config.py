@@ -204,6 +204,10 @@ class Settings(BaseModel):
     sandbox: Literal["docker", "none"] = Field("docker", description="where commands run")
     image: str = Field(DEFAULT_IMAGE, description="sandbox Docker image")
     network: bool = Field(False, description="network inside the sandbox")
+    workspace: Literal["auto", "mount", "copy"] = Field(
+        "auto", description="mount: bind-mount the repository; copy: the container holds its own copy (auto: copy "
+                            "when DOCKER_HOST names an engine that is not this machine's socket)")
+    workspace_path: str = Field("/workspace", pattern=r"^/", description="the workspace's path inside the sandbox")
     ca_bundle: Path | None = Field(None, description="host CA bundle to trust inside the sandbox")
     memory: str = Field("4g", description="sandbox memory limit")
     cpus: float = Field(2.0, gt=0, description="sandbox CPU limit")

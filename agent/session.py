@@ -43,7 +43,7 @@ BUNDLE_FILE = "checkpoints.bundle"
 STICKY_SETTINGS = ("provider", "model", "base_url", "thinking", "sandbox", "image", "network", "ca_bundle", "memory", "cpus",
                    "pids_limit", "command_timeout", "tool_output_tokens", "compaction", "compaction_threshold",
                    "max_output_tokens", "test_command", "context_window", "replay", "image_input", "video_input",
-                   "media_inline_bytes", "media_tokens")
+                   "media_inline_bytes", "media_tokens", "workspace", "workspace_path")
 
 
 @dataclass

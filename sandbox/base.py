@@ -55,6 +55,7 @@ class SandboxInfo:
     os_release: str | None = None
     network: bool = False
     status: str = "unknown"
+    workspace_mode: str = "mount"  # "copy": the container holds its own working copy
 
 
 @runtime_checkable
@@ -78,4 +79,13 @@ class Sandbox(Protocol):
         ...
 
     def info(self) -> SandboxInfo:
+        ...
+
+    def workspace_written(self, paths: list[str]) -> None:
+        """File tools wrote these workspace paths on the host; a sandbox holding its own copy of
+        the workspace (``workspace = "copy"``) takes them in before the next command."""
+        ...
+
+    def sync_workspace(self) -> object | None:
+        """Bring the sandbox's own copy of the workspace back to the host (None: nothing to do)."""
         ...

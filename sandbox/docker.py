@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import socket
 import sys
 import tarfile
@@ -29,6 +30,7 @@ from docker.types import Mount
 from .engine import connect, explain_connect_error  # noqa: F401 - also imported from here
 from .errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
+from .workspace_sync import SyncReport, WorkspaceSync
 from .images import ensure_image, require_image
 from .seccomp import security_opt as no_setid_security_opt
 from .shell import Channel, PersistentShell, SideRunError
@@ -41,6 +43,7 @@ LABEL_SESSION = "kimi-code.session"
 LABEL_WORKSPACE = "kimi-code.workspace"
 LABEL_CREATED = "kimi-code.created"
 LABEL_IMAGE = "kimi-code.image"
+LABEL_MODE = "kimi-code.workspace-mode"  # "copy" when the container holds the working copy
 
 # Writable for any uid, so HOME works even when the uid has no passwd entry in the image.
 SANDBOX_HOME = "/tmp/kimi-home"
@@ -73,7 +76,11 @@ def _api_error(what: str, exc: APIError) -> SandboxError:
 # Clears setuid/setgid bits on workspace files (run inside the container, as its user): once when
 # a root sandbox ends, and after every command only in a root container made by a version of
 # kimi-code before the no-setid seccomp profile (see seccomp.py), which may still be reattached.
-SETID_SWEEP = f"find {WORKSPACE} -xdev -type f -perm /6000 -exec chmod ug-s {{}} + 2>/dev/null; true"
+def setid_sweep(workspace: str) -> str:
+    return f"find {shlex.quote(workspace)} -xdev -type f -perm /6000 -exec chmod ug-s {{}} + 2>/dev/null; true"
+
+
+SETID_SWEEP = setid_sweep(WORKSPACE)
 
 
 def _is_root(user: str) -> bool:
@@ -228,6 +235,9 @@ class DockerSandbox:
         user: str | None = None,
         kill_grace: float | None = None,
         client: docker.DockerClient | None = None,
+        workspace_mode: str = "mount",
+        workspace_path: str = WORKSPACE,
+        sync_stamp: Path | None = None,
     ) -> None:
         self.session_id = session_id
         self.workspace = Path(workspace).resolve()
@@ -240,6 +250,14 @@ class DockerSandbox:
         self.default_timeout = default_timeout
         self.output_cap = output_cap
         self.name = container_name(session_id)
+        if workspace_mode not in ("mount", "copy"):
+            raise SandboxError(f"unknown workspace mode {workspace_mode!r}: use mount or copy")
+        self.workspace_mode = workspace_mode
+        self.workspace_path = workspace_path.rstrip("/") or "/"
+        self._sync_stamp = sync_stamp
+        self._sync: WorkspaceSync | None = None
+        self._seeded = False
+        self.reconciled: tuple[SyncReport, SyncReport] | None = None  # what a reattach reconciled
         self._user = user
         secrets_ = self._secret_env = frozenset(secret_env)
         dropped = sorted(k for k in (env or {}) if k in secrets_)
@@ -253,7 +271,7 @@ class DockerSandbox:
         self._oom_seen = 0
         self._sweep_each_command = False
         kwargs = {} if kill_grace is None else {"kill_grace": kill_grace}
-        self._shell = PersistentShell(self, state_dir=STATE_DIR, cwd=WORKSPACE, output_cap=output_cap, **kwargs)
+        self._shell = PersistentShell(self, state_dir=STATE_DIR, cwd=self.workspace_path, output_cap=output_cap, **kwargs)
 
     # -- connection and lookup ---------------------------------------------------------------
     @property
@@ -281,6 +299,13 @@ class DockerSandbox:
             raise SandboxError(
                 f"a container named {self.name} exists but was not created by kimi-code for session "
                 f"{self.session_id}; it was left alone: remove or rename it"
+            )
+        mode = labels.get(LABEL_MODE) or "mount"
+        if mode != self.workspace_mode:
+            raise SandboxError(
+                f"the sandbox container {self.name} of session {self.session_id} was made with workspace = "
+                f"{mode}, not {self.workspace_mode}: resume with --workspace {mode}, or remove it with "
+                "`kimi-code sandbox prune --all`"
             )
         mounted = labels.get(LABEL_WORKSPACE)
         if mounted and mounted != str(self.workspace):
@@ -333,10 +358,13 @@ class DockerSandbox:
         the sandbox. Read-only, the agent can still inspect history (status, diff, log, show,
         blame) but not change refs; its work is recorded by kimi-code's checkpoints instead.
         """
-        mounts = [Mount(target=WORKSPACE, source=str(self.workspace), type="bind", read_only=False)]
+        if self.workspace_mode == "copy":
+            return []  # the container holds its own copy (workspace_sync.py)
+        target = self.workspace_path
+        mounts = [Mount(target=target, source=str(self.workspace), type="bind", read_only=False)]
         git_dir = self.workspace / ".git"
         if git_dir.is_dir() and not git_dir.is_symlink():
-            mounts.append(Mount(target=f"{WORKSPACE}/.git", source=str(git_dir), type="bind", read_only=True))
+            mounts.append(Mount(target=f"{target}/.git", source=str(git_dir), type="bind", read_only=True))
         return mounts
 
     def _create(self) -> Any:
@@ -352,6 +380,7 @@ class DockerSandbox:
             LABEL_WORKSPACE: str(self.workspace),
             LABEL_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
             LABEL_IMAGE: self.image,
+            LABEL_MODE: self.workspace_mode,
         }
         kwargs: dict[str, Any] = dict(
             command=["sh", "-c", 'mkdir -p "$HOME" 2>/dev/null; exec sleep infinity'],
@@ -360,7 +389,7 @@ class DockerSandbox:
             detach=True,
             init=True,
             user=user,
-            working_dir=WORKSPACE,
+            working_dir="/" if self.workspace_mode == "copy" else self.workspace_path,
             environment=self.environment(),
             mounts=self._mounts(),
             mem_limit=self.memory,
@@ -385,6 +414,10 @@ class DockerSandbox:
             if self.ca_bundle:
                 container.put_archive("/", self._ca_archive())
             container.start()
+            if self.workspace_mode == "copy":
+                self._container = container
+                self._syncer().seed()
+                self._seeded = True
         except (APIError, SandboxError) as exc:
             try:
                 container.remove(force=True)
@@ -432,6 +465,9 @@ class DockerSandbox:
             log.warning("sandbox %s predates the no-setid seccomp profile: sweeping setuid bits after "
                         "every command (remove it with `kimi-code sandbox prune` for full speed)", self.name)
             self._strip_setid_bits()
+        if self.workspace_mode == "copy" and not self._seeded:
+            self._reconcile()
+        self._seeded = False
         self._shell.start()
         self._status = "running"
         self._oom_seen = self._oom_kills() or 0
@@ -444,6 +480,8 @@ class DockerSandbox:
         result = self._shell.run(command, self.default_timeout if timeout is None else timeout)
         if self._sweep_each_command:
             self._strip_setid_bits()
+        if self.workspace_mode == "copy":
+            self._pull_into(result)
         if result.exit_code == 137 and not result.sandbox_restarted:
             kills = self._oom_kills()
             if kills is not None and kills > self._oom_seen:
@@ -452,6 +490,64 @@ class DockerSandbox:
                 )
                 self._oom_seen = kills
         return result
+
+    # -- a copied workspace (workspace_mode "copy") -------------------------------------------
+    def _syncer(self) -> WorkspaceSync:
+        if self._sync is None:
+            user = self._user or default_user(self.workspace)
+            uid, _, gid = user.partition(":")
+            owner = (int(uid), int(gid or uid)) if uid.isdigit() and (gid or uid).isdigit() else (0, 0)
+            st = self.workspace.stat()
+            self._sync = WorkspaceSync(self, self.workspace, self.workspace_path, stamp_file=self._sync_stamp,
+                                       owner=owner, host_owner=(st.st_uid, st.st_gid))
+        return self._sync
+
+    def tar_in(self, path: str, data: Any) -> None:
+        """Extract a tar into ``path`` in the container (the engine's archive call, no host path)."""
+        try:
+            if not self.container.put_archive(path, data):
+                raise SandboxError(f"the engine refused to copy files into {path} in the sandbox")
+        except NotFound:
+            raise SandboxError(f"cannot copy files into the sandbox: {path} or the container is gone") from None
+        except APIError as exc:
+            raise _api_error("cannot copy files into the sandbox", exc) from None
+
+    def _copied_note(self) -> str:
+        if self.workspace_mode != "copy":
+            return ""
+        return "; the workspace was copied in again from the host (as of the last command's end)"
+
+    def _reconcile(self) -> None:
+        pulled, pushed = self._syncer().reconcile()
+        if pulled.changed or pushed.changed:
+            log.info("workspace reconciled with the sandbox: %d from it, %d to it", pulled.changed, pushed.changed)
+        self.reconciled = (pulled, pushed)
+
+    def _pull_into(self, result: ExecResult) -> None:
+        try:
+            report = self._syncer().pull()
+        except SandboxError as exc:
+            result.notes.append(f"the workspace could not be brought back from the sandbox: {exc}")
+            return
+        if report.refused:
+            shown = ", ".join(report.refused[:5])
+            result.notes.append(f"not copied back from the sandbox (a path through a symlink or outside "
+                                f"the workspace): {shown}")
+
+    def sync_workspace(self) -> SyncReport | None:
+        """Bring what changed in the container's copy to the host's (copy mode; None otherwise)."""
+        if self.workspace_mode != "copy" or self._container is None:
+            return None
+        return self._syncer().pull()
+
+    def workspace_written(self, paths: list[str]) -> None:
+        """A file tool wrote these workspace paths on the host: in copy mode, send them in now."""
+        if self.workspace_mode != "copy" or self._container is None:
+            return
+        report = self._syncer().push(paths)
+        if report.refused:
+            raise SandboxError("the sandbox refused to place " + ", ".join(report.refused[:5])
+                               + " (a directory on the way is a symlink in the sandbox)")
 
     def _oom_kills(self) -> int | None:
         """How many processes the kernel killed for memory in this container (cgroup v1 or v2)."""
@@ -482,7 +578,7 @@ class DockerSandbox:
         if not self._runs_as_root():
             return
         try:
-            self.run_side(["sh", "-c", SETID_SWEEP], 60.0)
+            self.run_side(["sh", "-c", setid_sweep(self.workspace_path)], 60.0)
         except SandboxError as exc:
             log.warning("could not clear setuid bits in the workspace: %s", exc)
 
@@ -490,6 +586,13 @@ class DockerSandbox:
         """Close the shell; remove the container, or with ``remove=False`` stop it for a later reattach."""
         if self._container is not None and self._status != "stopped":
             self._strip_setid_bits()
+            if self.workspace_mode == "copy":
+                try:
+                    self.sync_workspace()  # what background processes wrote since the last command
+                except SandboxError as exc:
+                    log.warning("could not bring the last changes back from the sandbox: %s", exc)
+        if self._sync is not None:
+            self._sync.close()
         self._shell.close()
         self._status = "stopped"
         container, self._container = self._container, None
@@ -522,7 +625,7 @@ class DockerSandbox:
         return SandboxInfo(
             backend="docker",
             session_id=self.session_id,
-            workspace=WORKSPACE,
+            workspace=self.workspace_path,
             host_workspace=str(self.workspace),
             container_id=cid,
             container_name=self.name,
@@ -530,6 +633,7 @@ class DockerSandbox:
             os_release=self._os_release,
             network=self.network,
             status=status,
+            workspace_mode=self.workspace_mode,
         )
 
     def _read_os_release(self) -> str | None:
@@ -572,7 +676,8 @@ class DockerSandbox:
         if dropped:
             log.warning("not passing %s into the sandbox", ", ".join(dropped))
         environment = {k: v for k, v in (env or {}).items() if k not in self._secret_env}
-        workdir = WORKSPACE if not cwd else (cwd if cwd.startswith("/") else f"{WORKSPACE}/{cwd}")
+        base = self.workspace_path
+        workdir = base if not cwd else (cwd if cwd.startswith("/") else f"{base}/{cwd}")
         try:
             return self._exec_socket(argv, stdin=True, workdir=workdir, environment=environment,
                                      channel=_ProcessChannel)
@@ -580,7 +685,8 @@ class DockerSandbox:
             raise SandboxError(f"cannot start {argv[0]} in the sandbox: {exc}") from None
 
     def open_channel(self, cwd: str) -> Channel:
-        return self._exec_socket(["bash", "--noprofile", "--norc"], stdin=True, workdir=WORKSPACE)
+        return self._exec_socket(["bash", "--noprofile", "--norc"], stdin=True,
+                                 workdir=cwd if cwd == "/" else self.workspace_path)
 
     def run_side(self, argv: list[str], timeout: float) -> tuple[int, bytes]:
         chan = self._exec_socket(argv, stdin=False)
@@ -608,9 +714,10 @@ class DockerSandbox:
         container = self._find()
         if container is None:
             self._container = self._create()
+            self._seeded = False
             return True, [
                 f"the sandbox container was gone; a new one was created from {self.image}: "
-                "anything installed outside /workspace is lost"
+                f"anything installed outside {self.workspace_path} is lost" + self._copied_note()
             ]
         container.reload()
         self._container = container
@@ -643,9 +750,10 @@ class DockerSandbox:
             self.container.reload()
         except NotFound:
             self._container = self._create()
+            self._seeded = False
             return True, [
                 f"the sandbox container was gone; a new one was created from {self.image}: "
-                "anything installed outside /workspace is lost"
+                f"anything installed outside {self.workspace_path} is lost" + self._copied_note()
             ]
         except APIError as exc:
             raise _api_error(f"cannot restart {self.name}", exc) from None

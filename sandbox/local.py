@@ -146,6 +146,12 @@ class LocalSandbox:
         )
 
     # -- ShellHost -----------------------------------------------------------------------------
+    def workspace_written(self, paths: list[str]) -> None:
+        """The commands see the host's files themselves: nothing to send."""
+
+    def sync_workspace(self) -> None:
+        return None
+
     def open_channel(self, cwd: str) -> Channel:
         try:
             proc = subprocess.Popen(

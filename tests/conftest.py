@@ -131,3 +131,20 @@ def remove_containers_under(tmp_path):
         client.close()
     except Exception:  # noqa: BLE001 - no daemon: nothing to clean
         pass
+
+
+@pytest.fixture(scope="session")
+def remote_engine():
+    """A second real Docker engine that cannot see this machine's files (tests/remote_engine.py),
+    with TEST_IMAGE loaded; removed with everything in it at the end of the run."""
+    require_docker()
+    from remote_engine import RemoteEngine
+
+    try:
+        engine = RemoteEngine(TEST_IMAGE).start()
+    except RuntimeError as exc:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"KIMI_CODE_REQUIRE_DOCKER=1 but the remote test engine is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"REMOTE ENGINE TESTS SKIPPED: {exc}")
+    yield engine
+    engine.stop()

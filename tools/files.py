@@ -299,6 +299,7 @@ def write_file(ctx: ToolContext, path: str, content: str) -> ToolResult:
         if b"\0" not in old[:SNIFF_BYTES]:
             old_text = decode_text(old)[0]
     created = write_bytes(wp, data)
+    ctx.wrote(wp.rel)
     lines = _count_lines(content)
     if created:
         text = f"Created {wp.rel} ({lines} lines, {len(data)} bytes)."
@@ -482,6 +483,7 @@ def edit_file(
         raise ToolError(f"{wp.rel} is {encoding}-encoded and cannot store {bad!r} from new_string; "
                         "use characters the file's encoding has (or convert the file first)") from None
     write_bytes(wp, new_data)
+    ctx.wrote(wp.rel)
     diff = bounded_diff(text, new_text, wp.rel)
     count = len(positions)
     where = ", ".join(str(n) for n in match_lines[:10]) + (" …" if count > 10 else "")

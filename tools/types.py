@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, Union
 
 from kimi_code.sandbox.base import Sandbox
+from kimi_code.sandbox.errors import SandboxError
 
 
 @dataclass
@@ -44,6 +45,17 @@ class ToolContext:
     test_command: str | None = None  # from settings; else AGENTS.md; else detected
     todo: list[dict] = field(default_factory=list)  # the current plan (the loop keeps it updated)
     media: MediaSink | None = None  # the session's media store; None: media go inline as data URLs
+
+    def wrote(self, rel: str) -> None:
+        """A tool wrote this workspace path on the host: a sandbox with its own copy of the
+        workspace (``workspace = "copy"``) gets it before any command can look."""
+        written = getattr(self.sandbox, "workspace_written", None)
+        if written is None:
+            return
+        try:
+            written([rel])
+        except SandboxError as exc:
+            raise ToolError(f"{rel} was written, but the sandbox's copy could not be updated: {exc}") from None
 
 
 class ToolError(Exception):

@@ -1,0 +1,468 @@
+"""The host's side of a copied workspace (``workspace = "copy"``): what changed here, and applying
+what changed in the container, without ever following a symlink out of the workspace.
+
+The container's copy is written by code we do not trust, so everything it sends is applied the
+way the file tools write: names are normalised and refused when absolute, when they climb with
+``..`` or name the repository's ``.git``; every directory on the way is opened with
+``O_NOFOLLOW`` from the workspace root, so a symlink the container planted is recreated as a
+symlink but never walked through; setuid and setgid bits are dropped; device files and hard links
+are skipped. Files are replaced atomically (a temporary name, then a rename), so a kill at any
+instant leaves the old or the new content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The listing of changed directories travels as this first member of a pulled archive.
+LISTING = ".kimi-sync-dirs"
+# write_bytes' temporary names (tools/paths.py): a file tool's write in progress, never deleted here.
+_TMP_SUFFIX = ".kimi-tmp"
+
+
+class UnsafeName(ValueError):
+    pass
+
+
+def normalise(name: str) -> str:
+    """A member name as a relative posix path ("." for the root); UnsafeName when it could leave
+    the workspace or names its ``.git``."""
+    if "\x00" in name:
+        raise UnsafeName(name)
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if name.startswith("/") or any(p == ".." for p in parts):
+        raise UnsafeName(name)
+    if parts and is_git_name(parts[0]):
+        raise UnsafeName(name)
+    return "/".join(parts) or "."
+
+
+def is_git_name(name: str) -> bool:
+    """``.git`` as any file system may spell it (case, trailing dots and spaces, the 8.3 name)."""
+    folded = name.casefold().rstrip(". ")
+    return folded in (".git", "git~1")
+
+
+@contextlib.contextmanager
+def _parent(root: Path, rel: str, *, create: bool) -> Iterator[tuple[int, str] | None]:
+    """(fd of the parent directory, last name), walking from ``root`` without following symlinks;
+    None when a directory on the way is missing (and not created) or is not a real directory."""
+    parts = rel.split("/")
+    fd = os.open(root, _DIR)
+    try:
+        for part in parts[:-1]:
+            try:
+                nfd = os.open(part, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    yield None
+                    return
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                try:
+                    nfd = os.open(part, _DIR, dir_fd=fd)
+                except OSError:
+                    yield None
+                    return
+            except OSError:  # a symlink (ELOOP/ENOTDIR) or a file where a directory should be
+                yield None
+                return
+            os.close(fd)
+            fd = nfd
+        yield fd, parts[-1]
+    finally:
+        os.close(fd)
+
+
+def _lstat(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove(dfd: int, name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dfd)  # fd-based: never follows a symlink inside
+    else:
+        os.unlink(name, dir_fd=dfd)
+
+
+@dataclass
+class Applied:
+    """What a pull did to the host's copy."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    # Directories the container has that the host lacked: their contents come in a second pull.
+    new_dirs: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.deleted)
+
+
+def parse_listing(data: bytes) -> dict[str, set[str]]:
+    """``dir\\0child\\0child\\0\\0`` records (children as paths below the workspace) -> names."""
+    out: dict[str, set[str]] = {}
+    fields = data.split(b"\0")
+    i = 0
+    while i < len(fields):
+        head = fields[i]
+        i += 1
+        if not head:
+            continue
+        names: set[str] = set()
+        while i < len(fields) and fields[i]:
+            names.add(os.fsdecode(fields[i]).rsplit("/", 1)[-1])
+            i += 1
+        i += 1
+        try:
+            out[normalise(os.fsdecode(head))] = names
+        except UnsafeName:
+            continue
+    return out
+
+
+class HostTree:
+    """The host's copy of the workspace. ``owner`` (uid, gid) is given to what a pull creates when
+    this process may (root working on a user's checkout keeps the files that user's)."""
+
+    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.owner = owner if owner is not None and os.geteuid() == 0 else None
+
+    # -- applying the container's changes ------------------------------------------------------
+    def apply(self, archive: bytes | IO[bytes], *, keep: Iterable[str] = ()) -> Applied:
+        """Apply a pulled archive: its listing of changed directories first (entries the container
+        no longer has are deleted here), then its members. Paths in ``keep`` (changed on the host
+        since the last sync, e.g. by a rewind) are left as they are."""
+        keep_set = set(keep)
+        done = Applied()
+        fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else archive
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            members = tar.getmembers()
+            listing: dict[str, set[str]] = {}
+            for m in members:
+                if _is_listing(m.name) and m.isfile():
+                    f = tar.extractfile(m)
+                    listing = parse_listing(f.read() if f else b"")
+            gone: list[str] = []
+            for rel in sorted(listing):
+                self._prune(rel, listing[rel], keep_set, done, gone)
+            if gone:
+                self._delete(gone, done)
+            for m in members:
+                if _is_listing(m.name):
+                    continue
+                try:
+                    rel = normalise(m.name)
+                except UnsafeName:
+                    if not _is_git_member(m.name):
+                        done.refused.append(m.name)
+                    continue
+                if rel == "." or rel in keep_set:
+                    continue
+                self._member(tar, m, rel, done)
+        return done
+
+    def _prune(self, rel: str, names: set[str], keep: set[str], done: Applied, gone: list[str]) -> None:
+        """Collect the host entries of directory ``rel`` that the container's listing lacks."""
+        if rel == ".":
+            ctx = contextlib.nullcontext((None, None))
+        else:
+            ctx = _parent(self.root, rel, create=False)  # type: ignore[assignment]
+        with ctx as pair:
+            if pair is None:
+                done.new_dirs.append(rel)
+                return
+            dfd, name = pair
+            try:
+                fd = os.open(self.root if dfd is None else name, _DIR, dir_fd=dfd)
+            except OSError:
+                done.new_dirs.append(rel)
+                return
+            try:
+                for entry in os.listdir(fd):
+                    child = entry if rel == "." else f"{rel}/{entry}"
+                    if entry in names or child in keep or entry.endswith(_TMP_SUFFIX):
+                        continue
+                    if rel == "." and is_git_name(entry):
+                        continue
+                    gone.append(child)
+            finally:
+                os.close(fd)
+
+    def _delete(self, rels: list[str], done: Applied) -> None:
+        """Delete what the container deleted, except what never went there (git-ignored files
+        stay on the host only: a ``.env``, ``node_modules``)."""
+        ignored = git_ignored(self.root, rels)
+        for rel in rels:
+            if rel in ignored:
+                continue
+            with _parent(self.root, rel, create=False) as pair:
+                if pair is None:
+                    continue
+                dfd, name = pair
+                st = _lstat(dfd, name)
+                if st is not None:
+                    _remove(dfd, name, st)
+                    done.deleted.append(rel)
+
+    def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, done: Applied) -> None:
+        if not (m.isdir() or m.isreg() or m.issym()):
+            return  # devices, fifos and hard links are not brought to the host
+        with _parent(self.root, rel, create=True) as pair:
+            if pair is None:
+                done.refused.append(rel)
+                return
+            dfd, name = pair
+            st = _lstat(dfd, name)
+            mode = m.mode & 0o777
+            if m.isdir():
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    return
+                if st is not None:
+                    _remove(dfd, name, st)
+                os.mkdir(name, mode or 0o755, dir_fd=dfd)
+                self._chown(dfd, name)
+                done.written.append(rel)
+                return
+            if m.issym():
+                if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=dfd) == m.linkname:
+                    return
+                if st is not None:
+                    _remove(dfd, name, st)
+                os.symlink(m.linkname, name, dir_fd=dfd)
+                self._chown(dfd, name)
+                done.written.append(rel)
+                return
+            src = tar.extractfile(m)
+            data = src.read() if src else b""
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == len(data):
+                if _same_content(dfd, name, data):
+                    if stat.S_IMODE(st.st_mode) != mode:
+                        os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+                    return
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                _remove(dfd, name, st)
+            _write_atomic(dfd, name, data, mode, m.mtime, self.owner)
+            done.written.append(rel)
+
+    def _chown(self, dfd: int, name: str) -> None:
+        if self.owner is not None:
+            with contextlib.suppress(OSError):
+                os.chown(name, *self.owner, dir_fd=dfd, follow_symlinks=False)
+
+    # -- what changed here ---------------------------------------------------------------------
+    def changed_since(self, when_ns: int) -> tuple[list[str], list[str]]:
+        """(entries whose status changed after ``when_ns``, directories among them), below the
+        root, never inside the top-level ``.git``, never through a symlink."""
+        changed: list[str] = []
+        dirs: list[str] = []
+        stack = [""]
+        with contextlib.suppress(OSError):
+            if os.lstat(self.root).st_ctime_ns > when_ns:
+                dirs.append(".")
+        while stack:
+            base = stack.pop()
+            try:
+                entries = list(os.scandir(self.root / base if base else self.root))
+            except OSError:
+                continue
+            for entry in entries:
+                if not base and is_git_name(entry.name):
+                    continue
+                if entry.name.endswith(_TMP_SUFFIX):
+                    continue
+                rel = f"{base}/{entry.name}" if base else entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if st.st_ctime_ns > when_ns:
+                    changed.append(rel)
+                    if is_dir:
+                        dirs.append(rel)
+                if is_dir:
+                    stack.append(rel)
+        return changed, dirs
+
+    def listing(self, rel: str) -> set[str] | None:
+        """Names in one directory of the host's copy; None when it is not a real directory here."""
+        path = self.root if rel == "." else self.root / rel
+        try:
+            if rel != "." and (os.path.islink(path) or not path.is_dir()):
+                return None
+            names = set(os.listdir(path))
+        except OSError:
+            return None
+        if rel == ".":
+            names = {n for n in names if not is_git_name(n)}
+        return {n for n in names if not n.endswith(_TMP_SUFFIX)}
+
+    def archive(self, rels: Iterable[str], out: IO[bytes], *, owner: tuple[int, int] = (0, 0),
+                prefix: str = "") -> int:
+        """Write a tar of these host paths (regular files, symlinks and directories as they are:
+        no symlink followed, directories without their contents) to ``out``; how many went in."""
+        count = 0
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in rels:
+                info = self.entry(rel, owner, prefix)
+                if info is None:
+                    continue
+                info_obj, data = info
+                tar.addfile(info_obj, data)
+                count += 1
+        return count
+
+    def entry(self, rel: str, owner: tuple[int, int], prefix: str = "") -> tuple[tarfile.TarInfo, IO[bytes] | None] | None:
+        """A tar member for one host path (no symlink followed); None when it is not there."""
+        with _parent(self.root, rel, create=False) as pair:
+            if pair is None:
+                return None
+            dfd, name = pair
+            st = _lstat(dfd, name)
+            if st is None:
+                return None
+            info = tarfile.TarInfo(f"{prefix}{rel}")
+            info.uid, info.gid = owner
+            info.mode = stat.S_IMODE(st.st_mode) & 0o1777
+            info.mtime = st.st_mtime
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                return info, None
+            if stat.S_ISLNK(st.st_mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(name, dir_fd=dfd)
+                return info, None
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+            info.size = len(data)
+            return info, io.BytesIO(data)
+
+
+def _is_listing(name: str) -> bool:
+    return name in (LISTING, f"./{LISTING}")
+
+
+def git_ignored(root: Path, rels: list[str]) -> set[str]:
+    """Which of these paths git ignores in the repository at ``root`` (none outside a repository)."""
+    import subprocess
+
+    if not rels or not (root / ".git").exists():
+        return set()
+    try:
+        out = subprocess.run(
+            ["git", "-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C", str(root),
+             "check-ignore", "-z", "--stdin"],
+            input=b"".join(os.fsencode(r) + b"\0" for r in rels), capture_output=True, timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set(rels)  # cannot tell: keep everything
+    return {os.fsdecode(p) for p in out.split(b"\0") if p}
+
+
+def _is_git_member(name: str) -> bool:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return bool(parts) and is_git_name(parts[0])
+
+
+def _same_content(dfd: int, name: str, data: bytes) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        return f.read() == data
+
+
+def _write_atomic(dfd: int, name: str, data: bytes, mode: int, mtime: float,
+                  owner: tuple[int, int] | None) -> None:
+    tmp = f".{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+        os.fchmod(fd, mode)
+        if owner is not None:
+            with contextlib.suppress(OSError):
+                os.fchown(fd, *owner)
+        os.utime(fd, (mtime, mtime))
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+
+
+def seed_paths(root: Path) -> list[str]:
+    """What a new container's copy holds: in a git repository the tracked files and the untracked
+    ones that are not ignored, plus ``.git``; elsewhere everything."""
+    import subprocess
+
+    root = Path(os.path.realpath(root))
+    git = root / ".git"
+    if git.exists():
+        try:
+            out = subprocess.run(
+                ["git", "-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C", str(root),
+                 "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                capture_output=True, check=True, timeout=300,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = None
+        if out is not None:
+            files = [os.fsdecode(p) for p in dict.fromkeys(out.split(b"\0")) if p]
+            dirs: dict[str, None] = {}
+            for f in files:
+                parent = f.rsplit("/", 1)[0] if "/" in f else ""
+                while parent and parent not in dirs:
+                    dirs[parent] = None
+                    parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+            return sorted(dirs) + files + _walk(root, ".git")
+    return _walk(root, "")
+
+
+def _walk(root: Path, top: str) -> list[str]:
+    out: list[str] = []
+    start = root / top if top else root
+    if top:
+        if start.is_symlink() or not start.is_dir():
+            return [top] if start.is_symlink() or start.is_file() else []
+        out.append(top)
+    for dirpath, dirnames, filenames in os.walk(start):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel + "/"
+        for d in list(dirnames):
+            p = rel + d
+            if os.path.islink(os.path.join(dirpath, d)):
+                dirnames.remove(d)
+                out.append(p)
+            else:
+                out.append(p)
+        out.extend(rel + f for f in filenames)
+    return out

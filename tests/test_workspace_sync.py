@@ -1,0 +1,176 @@
+"""The copied workspace's sync (sandbox/workspace_sync.py, sandbox/host_tree.py), driven against a
+real bash and GNU find/tar on this machine standing in for the container: a directory plays the
+container's workspace, and the engine's archive call is a tar extraction into it. The same code
+runs against real Docker engines in test_remote_engine.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import git, make_repo
+from kimi_code.sandbox.host_tree import HostTree
+from kimi_code.sandbox.local import _PipeChannel
+from kimi_code.sandbox.workspace_sync import WorkspaceSync
+
+
+class LocalRemote:
+    """bash in a subprocess, and a tar extracted with the data filter into a directory."""
+
+    def open_channel(self, cwd: str) -> _PipeChannel:
+        proc = subprocess.Popen(["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return _PipeChannel(proc)
+
+    def tar_in(self, path: str, data) -> None:
+        with tarfile.open(fileobj=data) as tar:
+            tar.extractall(path, filter="fully_trusted")
+
+
+def _sync(tmp_path: Path, host: Path) -> tuple[WorkspaceSync, Path]:
+    ctr = tmp_path / "ctr"
+    ctr.mkdir(exist_ok=True)
+    ws = ctr / "workspace"
+    sync = WorkspaceSync(LocalRemote(), host, str(ws), stamp_file=tmp_path / "stamp",
+                         owner=(os.getuid(), os.getgid()), sync_dir=str(tmp_path / "syncdir"))
+    return sync, ws
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "host", {"a.txt": "a\n", "sub/b.txt": "b\n", ".gitignore": "secret.env\nbuild/\n"})
+    (repo / "untracked.txt").write_text("u\n")
+    (repo / "secret.env").write_text("TOKEN=1\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.o").write_text("obj")
+    return repo
+
+
+def _tick() -> None:
+    time.sleep(0.02)  # status-change times must differ from the stamp's
+
+
+def test_seed_copies_tracked_untracked_and_git_but_not_ignored(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    assert (ws / "a.txt").read_text() == "a\n" and (ws / "sub/b.txt").read_text() == "b\n"
+    assert (ws / "untracked.txt").exists() and (ws / ".git" / "HEAD").exists()
+    assert not (ws / "secret.env").exists() and not (ws / "build").exists()
+    assert git(ws, "status", "--porcelain").strip() == "?? untracked.txt"
+
+
+def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_host_files(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    assert sync.pull().changed == 0
+    _tick()
+    (ws / "a.txt").write_text("changed\n")
+    (ws / "new.txt").write_text("new\n")
+    (ws / "sub/b.txt").unlink()
+    os.rename(ws / "sub", ws / "moved")
+    (ws / "moved" / "deep" / "er").mkdir(parents=True)
+    (ws / "moved" / "deep" / "er" / "f.txt").write_text("deep\n")
+    os.symlink("/etc/passwd", ws / "link")
+    (ws / "suid").write_text("#!/bin/sh\n")
+    os.chmod(ws / "suid", 0o4755)
+    (ws / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\necho pwned\n")
+    report = sync.pull()
+    assert (repo / "a.txt").read_text() == "changed\n" and (repo / "new.txt").read_text() == "new\n"
+    assert not (repo / "sub").exists()
+    assert (repo / "moved" / "deep" / "er" / "f.txt").read_text() == "deep\n"
+    assert os.readlink(repo / "link") == "/etc/passwd"
+    assert not (repo / "suid").stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+    assert not (repo / ".git" / "hooks" / "post-checkout").exists()  # .git never comes back
+    # Ignored files never went into the container; its directory listing must not delete them.
+    assert (repo / "secret.env").read_text() == "TOKEN=1\n" and (repo / "build" / "out.o").exists()
+    assert "sub" in report.deleted and "a.txt" in report.written
+    assert sync.pull().changed == 0  # applied once: nothing left to bring
+
+
+def test_push_places_files_and_refuses_a_symlinked_directory_in_the_container(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / "pkg").mkdir()
+    (repo / "pkg" / "m.py").write_text("X = 1\n")
+    assert sync.push(["pkg/m.py"]).written == ["pkg/m.py"]
+    assert (ws / "pkg" / "m.py").read_text() == "X = 1\n"
+    # The container's copy has 'esc' as a symlink out of its workspace; the host has a directory.
+    os.symlink(str(outside), ws / "esc")
+    (repo / "esc").mkdir()
+    (repo / "esc" / "x.txt").write_text("x\n")
+    report = sync.push(["esc/x.txt"])
+    assert report.refused == ["esc/x.txt"] and not (outside / "x.txt").exists()
+
+
+def test_a_kill_between_scan_and_apply_loses_nothing(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    _tick()
+    (ws / "made-before-kill.txt").write_text("kept\n")
+    # The container scans and advances its stamp, but the host process dies before applying.
+    sync._call("__ks_scan", str(sync._base), str(sync._next))
+    sync.close()
+    fresh, _ = _sync(tmp_path, repo)
+    fresh.reconcile()
+    assert (repo / "made-before-kill.txt").read_text() == "kept\n"
+
+
+def test_reconcile_sends_host_changes_and_the_host_wins_a_conflict(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    sync.pull()
+    sync.close()
+    _tick()
+    (ws / "a.txt").write_text("container\n")  # changed by a command the host never heard back from
+    (ws / "only-container.txt").write_text("c\n")
+    (repo / "a.txt").write_text("host (rewind)\n")  # and by a rewind on the host
+    (repo / "sub" / "b.txt").unlink()
+    (repo / "restored.txt").write_text("r\n")
+    fresh, _ = _sync(tmp_path, repo)
+    fresh.reconcile()
+    assert (repo / "a.txt").read_text() == "host (rewind)\n" == (ws / "a.txt").read_text()
+    assert (repo / "only-container.txt").read_text() == "c\n"
+    assert (ws / "restored.txt").read_text() == "r\n"
+    assert not (ws / "sub" / "b.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["/etc/evil", "../evil", "a/../../evil", ".git/hooks/pre-commit", ".GIT./config"])
+def test_unsafe_names_in_an_archive_are_never_written(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    (root / ".git" / "hooks").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    HostTree(root).apply(buf.getvalue())
+    assert not (tmp_path / "evil").exists() and not (root / ".git" / "hooks" / "pre-commit").exists()
+    assert not (root / ".git" / "config").exists()
+
+
+def test_a_member_below_a_host_symlink_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), root / "link")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("link/planted.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    done = HostTree(root).apply(buf.getvalue())
+    assert done.refused == ["link/planted.txt"] and not (outside / "planted.txt").exists()
