@@ -371,7 +371,8 @@ class Runner:
                 sandbox.start()
                 action = "restarted" if resuming and settings.sandbox == "docker" else "started"
                 if action == "restarted":
-                    notices.append(prompts.SANDBOX_LOST_NOTICE)
+                    copied = sandbox.info().workspace_mode == "copy"
+                    notices.append(prompts.SANDBOX_LOST_NOTICE + (prompts.SANDBOX_COPY_RESTORED_NOTE if copied else ""))
         if self.tools is not None:
             self.tools.connect(sandbox)
         checkpointer = make_checkpointer(self.workspace, session_id, no_git)

@@ -90,6 +90,12 @@ SANDBOX_LOST_NOTICE = (
     "packages, files in /tmp, running processes, shell state such as cwd and environment variables) "
     "was lost. Reinstall what you need."
 )
+# Added when the sandbox held its own copy of the workspace (workspace = copy, a remote engine).
+SANDBOX_COPY_RESTORED_NOTE = (
+    " The workspace was copied in again from this machine's copy, which holds everything up to the "
+    "end of the last command that returned; what an interrupted command changed in the old "
+    "container is lost."
+)
 SHELL_RESET_NOTICE = (
     "[kimi-code] The session was resumed after a stop; the sandbox container was kept, but the shell "
     "was restarted: the working directory, environment variables and background processes are reset."
