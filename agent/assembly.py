@@ -387,7 +387,8 @@ class Runner:
         client = ModelClient(self.settings)
         tool_ctx = ToolContext(workspace=self.workspace, sandbox=self.sandbox,
                                command_timeout=self.settings.command_timeout,
-                               test_command=self.settings.test_command, todo=self.state.todo)
+                               test_command=self.settings.test_command, todo=self.state.todo,
+                               sandbox_root=self.settings.workspace_path)
         loop = AgentLoop(session=self.session, state=self.state, settings=self.settings, client=client,
                          registry=registry, tool_context=tool_ctx, view=self.view, limits=self.options.limits,
                          checkpointer=checkpointer, workspace=self.workspace, recorder=self.recorder)

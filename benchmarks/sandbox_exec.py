@@ -16,6 +16,11 @@ root (sandbox/docker.py ``default_user``):
   case is skipped).
 
 The local-sandbox row (``--sandbox none``) is measured once, in the first case's workspace.
+
+``--docker-host URL`` measures a copied workspace (``workspace = "copy"``) on that engine instead:
+a 20,000-file repository (``--files``) is copied in, then the round trip of ``true`` (which now
+includes the scan for changes), of a command that changes 1 file and one that changes 100 (the
+changed files brought back to the host), and of a file tool's write sent in.
 """
 
 from __future__ import annotations
@@ -72,6 +77,66 @@ def docker_case(image: str, ws: Path, n: int) -> tuple[str, list[float], list[fl
     return user, shell, fresh
 
 
+def make_repo(root: Path, files: int) -> None:
+    """``files`` small files in directories of 100, committed."""
+    import subprocess
+
+    for i in range(files):
+        d = root / f"d{i // 100:03d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i % 100:02d}.txt").write_text(f"file {i}\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=root, check=True)
+
+
+def remote_case(url: str, image: str, n: int, files: int) -> int:
+    """A copied workspace on the engine at ``url``: seed, round trip, sync of 1 and 100 files, push."""
+    import docker
+
+    client = docker.DockerClient(base_url=url, timeout=300)
+    with tempfile.TemporaryDirectory(prefix="kimi-bench-remote-") as tmp:
+        ws = Path(tmp) / "repo"
+        ws.mkdir()
+        make_repo(ws, files)
+        sandbox = DockerSandbox(f"bench-{uuid.uuid4().hex[:8]}", ws, image=image, client=client,
+                                workspace_mode="copy", sync_stamp=Path(tmp) / "stamp")
+        t = time.perf_counter()
+        sandbox.start()
+        seed = time.perf_counter() - t
+        try:
+            counter = iter(range(10**9))
+            rows = [
+                ("`true` (shell round trip + scan for changes)", measure(lambda: sandbox.exec("true"), n)),
+                ("command changing 1 file (+ bringing it back)",
+                 measure(lambda: sandbox.exec(f"echo {next(counter)} > d000/f00.txt"), max(20, n // 5))),
+                ("command changing 100 files (+ bringing them back)",
+                 measure(lambda: sandbox.exec(f"for f in d001/f*.txt; do echo {next(counter)} > $f; done"),
+                         max(10, n // 10), warmup=2)),
+            ]
+            edited = ws / "d002" / "f00.txt"
+
+            def tool_write() -> None:
+                edited.write_text(f"tool {next(counter)}\n")
+                sandbox.workspace_written(["d002/f00.txt"])
+
+            rows.append(("file tool write sent in (1 file)", measure(tool_write, max(20, n // 5))))
+            ok = (ws / "d001" / "f99.txt").read_text().strip().isdigit()
+        finally:
+            sandbox.stop()
+    base = statistics.median(rows[0][1])
+    width = max(len(name) for name, _ in rows)
+    print(f"copied workspace on {url}, image {image}, {files} files; copy-in at start {seed:.2f} s")
+    print(f"{'operation':{width}} {'median ms':>10} {'p95 ms':>10} {'sync ms':>8}")
+    for i, (name, values) in enumerate(rows):
+        extra = statistics.median(values) - base if 0 < i < 3 else None
+        sync = f"{extra * 1e3:8.1f}" if extra is not None else f"{'':>8}"
+        print(f"{name:{width}} {statistics.median(values) * 1e3:10.2f} {p95(values) * 1e3:10.2f} {sync}")
+    print("sync ms: the median above the `true` round trip, i.e. what bringing the changes back costs")
+    print(f"changes reached the host: {ok}; load average: {os.getloadavg()[0]:.2f} (1 min)")
+    return 0 if ok else 1
+
+
 def ms(seconds: float) -> str:
     value = seconds * 1e3
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
@@ -89,7 +154,11 @@ def main() -> int:
                         help="comma-separated: root (root-owned workspace), user (workspace owned by --uid)")
     parser.add_argument("--uid", default="1000:1000", help="owner uid:gid of the workspace in the user case")
     parser.add_argument("--no-local", action="store_true", help="skip the local-sandbox row")
+    parser.add_argument("--docker-host", help="measure a copied workspace on this engine (e.g. tcp://127.0.0.1:2375)")
+    parser.add_argument("--files", type=int, default=20_000, help="files in the --docker-host repository")
     args = parser.parse_args()
+    if args.docker_host:
+        return remote_case(args.docker_host, args.image, args.n, args.files)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown or not cases:

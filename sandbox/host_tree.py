@@ -151,6 +151,8 @@ class HostTree:
         since the last sync, e.g. by a rewind) are left as they are."""
         keep_set = set(keep)
         done = Applied()
+        if not archive:
+            return done  # nothing changed: the container sent no archive at all
         fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else archive
         with tarfile.open(fileobj=fileobj, mode="r:") as tar:
             members = tar.getmembers()

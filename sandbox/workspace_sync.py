@@ -74,6 +74,9 @@ __ks_scan() {{
   command touch -- "$__ks_d/stamp.$next" || {{ __ks_fail "$nonce" "cannot write in $__ks_d"; return; }}
   [ -n "$base" ] && [ -e "$__ks_d/stamp.$base" ] && since=(-cnewer "$__ks_d/stamp.$base")
   command find . -path ./.git -prune -o "${{since[@]}}" -print0 > "$__ks_d/changed" 2>/dev/null
+  if [ ! -s "$__ks_d/changed" ]; then
+    builtin printf '\n@@KIMI-SYNC %s T 0\n' "$nonce"; builtin cd / ; return
+  fi
   while IFS= builtin read -r -d '' f; do
     [ -d "$f" ] && [ ! -L "$f" ] || continue
     builtin printf '%s\0' "$f"; command find "$f" -mindepth 1 -maxdepth 1 -print0 2>/dev/null; builtin printf '\0'
@@ -84,6 +87,7 @@ __ks_scan() {{
   for f in "$__ks_d"/stamp.*; do [ "${{f##*.}}" -lt "${{base:-0}}" ] 2>/dev/null && command rm -f -- "$f"; done
   builtin cd / ; true
 }}
+__ks_mark() {{ command touch -- "$__ks_d/stamp.$2" && builtin printf '\n@@KIMI-SYNC %s L 0\n' "$1" || __ks_fail "$1" "cannot write in $__ks_d"; }}
 __ks_stamps() {{ local f; builtin printf '' > "$__ks_d/stamps"; for f in "$__ks_d"/stamp.*; do [ -e "$f" ] && builtin printf '%s\n' "${{f##*.}}" >> "$__ks_d/stamps"; done; __ks_send "$1" "$__ks_d/stamps" L; }}
 __ks_tree() {{
   local nonce=$1; builtin shift
@@ -273,7 +277,9 @@ class WorkspaceSync:
             self._next = 1
         if self._base is None:
             # Everything the container holds now is what the host sent: start the sequence.
-            self._call("__ks_scan", "", str(self._next), timeout=60.0)  # output ignored: a full list
+            kind, data = self._call("__ks_mark", str(self._next))
+            if kind == "E":
+                raise SandboxError(data.decode("utf-8", "replace"))
             self._base = self._next
             self._next += 1
 

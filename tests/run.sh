@@ -2,7 +2,7 @@
 # The one command that sets up and runs the whole test suite on a fresh machine:
 #   bash tests/run.sh [pytest args...]
 # Creates .venv, installs the project with its test extras, makes sure ffmpeg and tmux, a Docker
-# daemon and the offline sandbox test image exist (installing ffmpeg, tmux, docker.io and debootstrap
+# daemon, the offline sandbox test image and the remote-engine test image exist (installing ffmpeg, tmux, docker.io and debootstrap
 # and starting dockerd when run as root on a Debian-like machine), then runs pytest. Docker tests
 # skip loudly when Docker can't be had, unless KIMI_CODE_REQUIRE_DOCKER=1 (CI), which makes that a
 # failure.
@@ -64,6 +64,14 @@ if docker_ok; then
     fi
     log "building sandbox image $KIMI_CODE_TEST_IMAGE (debootstrap, about a minute)"
     bash sandbox/build-offline-image.sh "$KIMI_CODE_TEST_IMAGE" || log "WARNING: image build failed"
+  fi
+  # 4b. The second engine's image (tests/remote_engine.py): the same Debian plus its docker.io,
+  # for a dockerd in a container that cannot see this machine's files.
+  DIND_IMAGE="${KIMI_CODE_DIND_IMAGE:-kimi-code-dind:offline}"
+  if ! docker image inspect "$DIND_IMAGE" >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "building the remote-engine test image $DIND_IMAGE (debootstrap with docker.io)"
+    KIMI_CODE_EXTRA_PACKAGES=docker.io,iptables bash sandbox/build-offline-image.sh "$DIND_IMAGE" \
+      || log "WARNING: remote-engine image build failed"
   fi
 else
   log "WARNING: no Docker daemon: Docker tests will skip (or fail with KIMI_CODE_REQUIRE_DOCKER=1)"

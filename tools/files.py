@@ -141,7 +141,7 @@ def read_file(ctx: ToolContext, path: str, offset: int = 1, limit: int = 2000) -
         raise ToolError("offset is a line number and starts at 1")
     if limit < 1:
         raise ToolError("limit must be at least 1")
-    wp = resolve(ctx.workspace, path)
+    wp = resolve(ctx.workspace, path, ctx.sandbox_root)
     with open_read(wp) as f:
         size = _fstat_size(f)
         head = f.read(SNIFF_BYTES)
@@ -281,7 +281,7 @@ def write_file(ctx: ToolContext, path: str, content: str) -> ToolResult:
         path: file to write, relative to the workspace.
         content: the complete new content of the file.
     """
-    wp = resolve_for_write(ctx.workspace, path)
+    wp = resolve_for_write(ctx.workspace, path, ctx.sandbox_root)
     st = lstat(wp)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise ToolError(f"{wp.rel} is a directory")
@@ -433,7 +433,7 @@ def edit_file(
                         "create a file or replace all of it)")
     if old_string == new_string:
         raise ToolError("old_string and new_string are the same: nothing to change")
-    wp = resolve_for_write(ctx.workspace, path)
+    wp = resolve_for_write(ctx.workspace, path, ctx.sandbox_root)
     st = lstat(wp)
     if st is None:
         open_read(wp)  # raises "does not exist; did you mean ..."
@@ -556,7 +556,7 @@ def list_files(ctx: ToolContext, path: str = ".", depth: int = 2) -> ToolResult:
     """
     if depth < 1:
         raise ToolError("depth must be at least 1")
-    wp = resolve(ctx.workspace, path)
+    wp = resolve(ctx.workspace, path, ctx.sandbox_root)
     st = lstat(wp)
     if st is None:
         open_read(wp)

@@ -34,7 +34,7 @@ def view_image(ctx: ToolContext, path: str) -> ToolResult:
     Args:
         path: image file, relative to the workspace.
     """
-    wp = resolve(ctx.workspace, path)
+    wp = resolve(ctx.workspace, path, ctx.sandbox_root)
     with open_read(wp) as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_IMAGE_BYTES:

@@ -71,8 +71,9 @@ def workspace_root(workspace: Path | str) -> Path:
     return root
 
 
-def resolve(workspace: Path | str, path: str) -> WorkspacePath:
-    """Resolve a model-given path to a real path inside the workspace, or raise PathError."""
+def resolve(workspace: Path | str, path: str, sandbox_root: str = SANDBOX_WORKSPACE) -> WorkspacePath:
+    """Resolve a model-given path to a real path inside the workspace, or raise PathError.
+    ``sandbox_root`` is where commands see the workspace (an absolute path under it is accepted)."""
     if not isinstance(path, str) or not path.strip():
         raise PathError("the path is empty: give a path relative to the workspace, e.g. 'src/main.py'")
     if "\x00" in path:
@@ -90,7 +91,7 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
     if os.path.isabs(path):
         norm = os.path.normpath(path)
         rel = None
-        for base in dict.fromkeys((root_s, os.path.abspath(workspace), SANDBOX_WORKSPACE)):
+        for base in dict.fromkeys((root_s, os.path.abspath(workspace), sandbox_root)):
             if norm == base:
                 rel = "."
                 break
@@ -100,7 +101,7 @@ def resolve(workspace: Path | str, path: str) -> WorkspacePath:
         if rel is None:
             raise PathError(
                 f"{path} is outside the workspace; give a path relative to the workspace "
-                f"(or under {SANDBOX_WORKSPACE}/)"
+                f"(or under {sandbox_root}/)"
             )
     else:
         rel = path
@@ -135,10 +136,10 @@ def _undo_byte_escapes(root: str, path: str) -> str:
     return path
 
 
-def resolve_for_write(workspace: Path | str, path: str) -> WorkspacePath:
+def resolve_for_write(workspace: Path | str, path: str, sandbox_root: str = SANDBOX_WORKSPACE) -> WorkspacePath:
     """``resolve``, and refuse anything inside the repository's ``.git``: host-side git (checkpoints,
     listings) reads its config and hooks, so writing there would let the model run code on the host."""
-    wp = resolve(workspace, path)
+    wp = resolve(workspace, path, sandbox_root)
     if any(is_git_dir_name(part) for part in wp.parts):
         raise PathError(f"{path} is inside a repository's .git directory, which tools never write; "
                         "use git commands through shell to inspect the repository")

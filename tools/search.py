@@ -69,7 +69,7 @@ def search(
     prefilter = None
     if "\\A" not in pattern and "\\Z" not in pattern:
         prefilter = rx.compile(pattern, flags | rx.VERSION0 | rx.MULTILINE)
-    target = resolve(ctx.workspace, path)
+    target = resolve(ctx.workspace, path, ctx.sandbox_root)
     st = lstat(target)
     if st is None:
         open_read(target)  # raises the "does not exist; did you mean" error

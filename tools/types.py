@@ -45,6 +45,7 @@ class ToolContext:
     test_command: str | None = None  # from settings; else AGENTS.md; else detected
     todo: list[dict] = field(default_factory=list)  # the current plan (the loop keeps it updated)
     media: MediaSink | None = None  # the session's media store; None: media go inline as data URLs
+    sandbox_root: str = "/workspace"  # where commands see the workspace (the workspace_path setting)
 
     def wrote(self, rel: str) -> None:
         """A tool wrote this workspace path on the host: a sandbox with its own copy of the

@@ -17,7 +17,7 @@ def view_video(ctx: ToolContext, path: str) -> ToolResult:
     Args:
         path: video file, relative to the workspace.
     """
-    wp = resolve(ctx.workspace, path)
+    wp = resolve(ctx.workspace, path, ctx.sandbox_root)
     with open_read(wp) as f:
         info = inspect(f, wp.rel, kinds=("video",), max_bytes=MAX_MEDIA_BYTES)
         part = attach(ctx, f, info, wp.rel)
