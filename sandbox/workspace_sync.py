@@ -47,6 +47,9 @@ SYNC_DIR = "/tmp/kimi-code/sync"
 _FRAME = b"\n@@KIMI-SYNC "
 # Archives up to this size are built in memory; larger ones spill to a temporary file.
 _SPOOL = 32 << 20
+# Files a tool wrote travel on the sync shell's own input up to this size (one round trip; the
+# engine's archive call costs tens of milliseconds on a remote engine), beyond it by that call.
+_INLINE = 4 << 20
 
 
 class Remote(Protocol):
@@ -61,31 +64,81 @@ class Remote(Protocol):
         ...
 
 
-def _script(workspace: str, sync_dir: str) -> str:
-    """The container-side functions, installed once per channel (bash, GNU find and tar)."""
+def _script(workspace: str, sync_dir: str, watch: bool = True) -> str:
+    """The container-side functions, installed once per channel (bash, GNU find and tar; with a
+    ``python3`` there, the inotify journal of container_watch.py too)."""
     return rf"""
-__ks_d={shlex.quote(sync_dir)} __ks_w={shlex.quote(workspace)}
+__ks_d={shlex.quote(sync_dir)} __ks_w={shlex.quote(workspace)} __ks_gen=
 command mkdir -p -- "$__ks_d" 2>/dev/null
+__ks_py={"$(command -v python3 2>/dev/null)" if watch else ""}
+__ks_setsid=$(command -v setsid 2>/dev/null)
+[ -z "$__ks_py" ] || command cat > "$__ks_d/watch.py" <<'KIMI_SYNC_WATCHER_END'
+{_watcher_source() if watch else ""}
+KIMI_SYNC_WATCHER_END
 __ks_send() {{ local n=0; [ -f "$2" ] && n=$(command stat -c %s -- "$2"); builtin printf '\n@@KIMI-SYNC %s %s %s\n' "$1" "$3" "$n"; [ "$n" = 0 ] || command cat -- "$2"; }}
 __ks_fail() {{ builtin printf '%s' "$2" > "$__ks_d/err"; __ks_send "$1" "$__ks_d/err" E; }}
-__ks_scan() {{
-  local nonce=$1 base=$2 next=$3 since=() f
-  builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
-  command touch -- "$__ks_d/stamp.$next" || {{ __ks_fail "$nonce" "cannot write in $__ks_d"; return; }}
-  [ -n "$base" ] && [ -e "$__ks_d/stamp.$base" ] && since=(-cnewer "$__ks_d/stamp.$base")
-  command find . -path ./.git -prune -o "${{since[@]}}" -print0 > "$__ks_d/changed" 2>/dev/null
-  if [ ! -s "$__ks_d/changed" ]; then
-    builtin printf '\n@@KIMI-SYNC %s T 0\n' "$nonce"; builtin cd / ; return
+__ks_watch() {{
+  # The inotify journal (container_watch.py): 0 when a watcher of this workspace runs.
+  [ -n "$__ks_py" ] || return 1
+  local pid= line
+  if [ -n "$__ks_gen" ] && [ -f "$__ks_d/watch.pid" ] && builtin read -r pid _ < "$__ks_d/watch.pid" \
+      && [ -n "$pid" ] && builtin kill -0 "$pid" 2>/dev/null; then return 0; fi
+  if [ -f "$__ks_d/watch.pid" ] && builtin read -r pid __ks_gen < "$__ks_d/watch.pid" && [ -n "$pid" ] \
+      && builtin kill -0 "$pid" 2>/dev/null; then
+    exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || return 1
+    return 0
   fi
-  while IFS= builtin read -r -d '' f; do
-    [ -d "$f" ] && [ ! -L "$f" ] || continue
-    builtin printf '%s\0' "$f"; command find "$f" -mindepth 1 -maxdepth 1 -print0 2>/dev/null; builtin printf '\0'
-  done < "$__ks_d/changed" > "$__ks_d/{LISTING}"
-  command tar -c -f "$__ks_d/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
-    -C "$__ks_d" {LISTING} --null -C "$__ks_w" -T "$__ks_d/changed" 2>/dev/null
-  __ks_send "$nonce" "$__ks_d/out.tar" T
-  for f in "$__ks_d"/stamp.*; do [ "${{f##*.}}" -lt "${{base:-0}}" ] 2>/dev/null && command rm -f -- "$f"; done
+  [ -p "$__ks_d/req" ] || command mkfifo -m 600 -- "$__ks_d/req" "$__ks_d/ack" 2>/dev/null || return 1
+  exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || return 1
+  __ks_gen=$RANDOM$RANDOM$$
+  $__ks_setsid "$__ks_py" "$__ks_d/watch.py" "$__ks_w" "$__ks_d" "$__ks_gen" </dev/null >/dev/null 2>>"$__ks_d/watch.log" &
+  builtin printf '%s %s\n' "$!" "$__ks_gen" > "$__ks_d/watch.pid"
+  while builtin read -r -t 60 -u 8 line; do [ "$line" = "ready $__ks_gen" ] && return 0; done
+  __ks_py=  # it did not start: scan from now on
+  return 1
+}}
+__ks_scan() {{
+  local nonce=$1 base=$2 next=$3 since=() f mode=find gen= off= tok= st= g= newoff=
+  builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
+  {{ : > "$__ks_d/stamp.$next"; }} 2>/dev/null || {{ __ks_fail "$nonce" "cannot write in $__ks_d"; return; }}
+  if __ks_watch; then
+    [ -n "$base" ] && [ -f "$__ks_d/off.$base" ] && builtin read -r gen off < "$__ks_d/off.$base"
+    builtin printf '%s %s %s\n' "$nonce" "${{gen:-none}}" "${{off:--1}}" >&7
+    while builtin read -r -t 10 -u 8 tok st g newoff; do [ "$tok" = "$nonce" ] && break; done
+    if [ "$tok" = "$nonce" ]; then
+      builtin printf '%s %s\n' "$g" "$newoff" > "$__ks_d/off.$next"
+      [ "$st" = ok ] && mode=journal
+    fi
+  fi
+  if [ $mode = find ]; then
+    [ -n "$base" ] && [ -e "$__ks_d/stamp.$base" ] && since=(-cnewer "$__ks_d/stamp.$base")
+    command find . -path ./.git -prune -o "${{since[@]}}" -print0 > "$__ks_d/changed" 2>/dev/null
+  fi
+  local kind=T; [ $mode = journal ] && kind=J
+  if [ ! -s "$__ks_d/changed" ]; then
+    builtin printf '\n@@KIMI-SYNC %s %s 0\n' "$nonce" "$kind"
+  else
+    if [ $mode = find ]; then
+      while IFS= builtin read -r -d '' f; do
+        [ -d "$f" ] && [ ! -L "$f" ] || continue
+        builtin printf '%s\0' "$f"; command find "$f" -mindepth 1 -maxdepth 1 -print0 2>/dev/null; builtin printf '\0'
+      done < "$__ks_d/changed" > "$__ks_d/{LISTING}"
+    fi
+    command tar -c -f "$__ks_d/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
+      -C "$__ks_d" {LISTING} --null -C "$__ks_w" -T "$__ks_d/changed" 2>/dev/null
+    __ks_send "$nonce" "$__ks_d/out.tar" "$kind"
+  fi
+  __ks_prune "${{base:-0}}"
   builtin cd / ; true
+}}
+__ks_prune() {{
+  # Stamps older than the one just scanned from are never asked for again.
+  local f n
+  for f in "$__ks_d"/stamp.* "$__ks_d"/off.*; do
+    n=${{f##*.}}
+    [[ $n =~ ^[0-9]+$ ]] && (( n < $1 )) && command rm -f -- "$f"
+  done
+  true
 }}
 __ks_mark() {{ command touch -- "$__ks_d/stamp.$2" && builtin printf '\n@@KIMI-SYNC %s L 0\n' "$1" || __ks_fail "$1" "cannot write in $__ks_d"; }}
 __ks_stamps() {{ local f; builtin printf '' > "$__ks_d/stamps"; for f in "$__ks_d"/stamp.*; do [ -e "$f" ] && builtin printf '%s\n' "${{f##*.}}" >> "$__ks_d/stamps"; done; __ks_send "$1" "$__ks_d/stamps" L; }}
@@ -114,6 +167,13 @@ __ks_parent_ok() {{
     rest=${{rest#*/}}
   done
 }}
+__ks_take() {{
+  # The next $2 bytes of this shell's input are the tar __ks_place applies (head reads no further).
+  command rm -rf -- "$__ks_d/push" "$__ks_d/push.tar"
+  command head -c "$2" > "$__ks_d/push.tar" && command tar -x -f "$__ks_d/push.tar" -C "$__ks_d" 2>/dev/null \
+    || {{ __ks_fail "$1" "cannot unpack the files sent in"; return; }}
+  __ks_place "$1"
+}}
 __ks_place() {{
   local nonce=$1 p t
   builtin printf '' > "$__ks_d/refused"
@@ -136,6 +196,10 @@ __ks_place() {{
 """
 
 
+def _watcher_source() -> str:
+    return (Path(__file__).with_name("container_watch.py")).read_text(encoding="utf-8")
+
+
 @dataclass
 class SyncReport:
     """One sync's effect on the host (pull) or the container (push)."""
@@ -144,6 +208,7 @@ class SyncReport:
     deleted: list[str]
     refused: list[str]
     seconds: float
+    journal: bool = False  # found from the container's inotify journal, not a scan of every file
 
     @property
     def changed(self) -> int:
@@ -159,13 +224,14 @@ class WorkspaceSync:
 
     def __init__(self, remote: Remote, host_root: Path, workspace: str, *, stamp_file: Path | None,
                  owner: tuple[int, int] = (0, 0), host_owner: tuple[int, int] | None = None,
-                 sync_dir: str = SYNC_DIR) -> None:
+                 sync_dir: str = SYNC_DIR, watch: bool = True) -> None:
         self.remote = remote
         self.workspace = workspace.rstrip("/") or "/"
         self.host = HostTree(host_root, owner=host_owner)
         self.stamp_file = stamp_file
         self.owner = owner
         self.sync_dir = sync_dir
+        self.watch = watch  # use the container's inotify journal when it has a python3
         self._chan: Channel | None = None
         self._base: int | None = None  # the stamp the host has applied everything up to
         self._next = 1
@@ -175,7 +241,7 @@ class WorkspaceSync:
     def _channel(self) -> Channel:
         if self._chan is None:
             chan = self.remote.open_channel("/")
-            chan.send(_script(self.workspace, self.sync_dir).encode())
+            chan.send(_script(self.workspace, self.sync_dir, self.watch).encode())
             self._chan = chan
         return self._chan
 
@@ -188,15 +254,17 @@ class WorkspaceSync:
                 pass
             chan.close()
 
-    def _call(self, function: str, *args: str, timeout: float = 300.0) -> tuple[str, bytes]:
-        """Run one helper function; (kind, payload) of its frame. One retry on a fresh channel
-        when the old one had died (the container was restarted)."""
+    def _call(self, function: str, *args: str, timeout: float = 300.0,
+              payload: bytes | None = None) -> tuple[str, bytes]:
+        """Run one helper function; (kind, payload) of its frame. ``payload`` follows the command
+        line on the shell's input (for __ks_take). One retry on a fresh channel when the old one
+        had died (the container was restarted)."""
         for attempt in (0, 1):
             nonce = secrets.token_hex(6)
             line = " ".join([function, nonce, *(shlex.quote(a) for a in args)]) + "\n"
             try:
                 chan = self._channel()
-                chan.send(line.encode("utf-8", "surrogateescape"))
+                chan.send(line.encode("utf-8", "surrogateescape") + (payload or b""))
                 return self._read_frame(chan, nonce, timeout)
             except (OSError, SandboxError) as exc:
                 self.close()
@@ -310,6 +378,7 @@ class WorkspaceSync:
         if kind == "E":
             raise SandboxError(data.decode("utf-8", "replace"))
         applied = self.host.apply(data, keep=keep)
+        journal = kind == "J"
         rounds = 0
         while applied.new_dirs and rounds < 8:
             rounds += 1
@@ -322,11 +391,11 @@ class WorkspaceSync:
         self._base, self._next = nxt, nxt + 1
         if applied.changed:
             self._mark_host()
-        return self._report(applied, started)
+        return self._report(applied, started, journal)
 
-    def _report(self, applied: Applied, started: float) -> SyncReport:
+    def _report(self, applied: Applied, started: float, journal: bool = False) -> SyncReport:
         report = SyncReport(sorted(set(applied.written)), applied.deleted, applied.refused,
-                            time.monotonic() - started)
+                            time.monotonic() - started, journal)
         if self.on_sync is not None:
             self.on_sync(report)
         return report
@@ -355,9 +424,15 @@ class WorkspaceSync:
                     ti.size, ti.mode, ti.mtime = len(blob), 0o644, int(time.time())
                     ti.uid, ti.gid = self.owner
                     tar.addfile(ti, io.BytesIO(blob))
+            size = out.tell()
             out.seek(0)
-            self.remote.tar_in(self.sync_dir, out)
-        _, refused_raw = self._call("__ks_place")
+            if size <= _INLINE:
+                kind, refused_raw = self._call("__ks_take", str(size), payload=out.read())
+            else:
+                self.remote.tar_in(self.sync_dir, out)
+                kind, refused_raw = self._call("__ks_place")
+        if kind == "E":
+            raise SandboxError(refused_raw.decode("utf-8", "replace"))
         refused = [os.fsdecode(p) for p in refused_raw.split(b"\0") if p]
         self._mark_host()
         done = Applied(written=[p for p in present if p not in refused], deleted=dele, refused=refused)

@@ -5,8 +5,10 @@ runs against real Docker engines in test_remote_engine.py."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import stat
 import subprocess
 import tarfile
@@ -34,13 +36,38 @@ class LocalRemote:
             tar.extractall(path, filter="fully_trusted")
 
 
-def _sync(tmp_path: Path, host: Path) -> tuple[WorkspaceSync, Path]:
+WATCH = [True, False]
+
+
+@pytest.fixture(params=WATCH, ids=["journal", "scan"])
+def watch(request) -> bool:
+    """Every sync test runs with the container's inotify journal and with the full scan."""
+    return request.param
+
+
+def _sync(tmp_path: Path, host: Path, watch: bool = True) -> tuple[WorkspaceSync, Path]:
     ctr = tmp_path / "ctr"
     ctr.mkdir(exist_ok=True)
     ws = ctr / "workspace"
     sync = WorkspaceSync(LocalRemote(), host, str(ws), stamp_file=tmp_path / "stamp",
-                         owner=(os.getuid(), os.getgid()), sync_dir=str(tmp_path / "syncdir"))
+                         owner=(os.getuid(), os.getgid()), sync_dir=str(tmp_path / "syncdir"), watch=watch)
     return sync, ws
+
+
+def _stop_watcher(tmp_path: Path) -> None:
+    pid_file = tmp_path / "syncdir" / "watch.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_watchers(tmp_path: Path):
+    yield
+    _stop_watcher(tmp_path)
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -56,9 +83,9 @@ def _tick() -> None:
     time.sleep(0.02)  # status-change times must differ from the stamp's
 
 
-def test_seed_copies_tracked_untracked_and_git_but_not_ignored(tmp_path: Path) -> None:
+def test_seed_copies_tracked_untracked_and_git_but_not_ignored(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
-    sync, ws = _sync(tmp_path, repo)
+    sync, ws = _sync(tmp_path, repo, watch)
     sync.seed()
     assert (ws / "a.txt").read_text() == "a\n" and (ws / "sub/b.txt").read_text() == "b\n"
     assert (ws / "untracked.txt").exists() and (ws / ".git" / "HEAD").exists()
@@ -66,9 +93,9 @@ def test_seed_copies_tracked_untracked_and_git_but_not_ignored(tmp_path: Path) -
     assert git(ws, "status", "--porcelain").strip() == "?? untracked.txt"
 
 
-def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_host_files(tmp_path: Path) -> None:
+def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_host_files(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
-    sync, ws = _sync(tmp_path, repo)
+    sync, ws = _sync(tmp_path, repo, watch)
     sync.seed()
     assert sync.pull().changed == 0
     _tick()
@@ -83,6 +110,7 @@ def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_ho
     os.chmod(ws / "suid", 0o4755)
     (ws / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\necho pwned\n")
     report = sync.pull()
+    assert report.journal is watch  # after the first sync, the journal answers when it can
     assert (repo / "a.txt").read_text() == "changed\n" and (repo / "new.txt").read_text() == "new\n"
     assert not (repo / "sub").exists()
     assert (repo / "moved" / "deep" / "er" / "f.txt").read_text() == "deep\n"
@@ -95,9 +123,9 @@ def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_ho
     assert sync.pull().changed == 0  # applied once: nothing left to bring
 
 
-def test_push_places_files_and_refuses_a_symlinked_directory_in_the_container(tmp_path: Path) -> None:
+def test_push_places_files_and_refuses_a_symlinked_directory_in_the_container(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
-    sync, ws = _sync(tmp_path, repo)
+    sync, ws = _sync(tmp_path, repo, watch)
     sync.seed()
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -113,23 +141,23 @@ def test_push_places_files_and_refuses_a_symlinked_directory_in_the_container(tm
     assert report.refused == ["esc/x.txt"] and not (outside / "x.txt").exists()
 
 
-def test_a_kill_between_scan_and_apply_loses_nothing(tmp_path: Path) -> None:
+def test_a_kill_between_scan_and_apply_loses_nothing(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
-    sync, ws = _sync(tmp_path, repo)
+    sync, ws = _sync(tmp_path, repo, watch)
     sync.seed()
     _tick()
     (ws / "made-before-kill.txt").write_text("kept\n")
     # The container scans and advances its stamp, but the host process dies before applying.
     sync._call("__ks_scan", str(sync._base), str(sync._next))
     sync.close()
-    fresh, _ = _sync(tmp_path, repo)
+    fresh, _ = _sync(tmp_path, repo, watch)
     fresh.reconcile()
     assert (repo / "made-before-kill.txt").read_text() == "kept\n"
 
 
-def test_reconcile_sends_host_changes_and_the_host_wins_a_conflict(tmp_path: Path) -> None:
+def test_reconcile_sends_host_changes_and_the_host_wins_a_conflict(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
-    sync, ws = _sync(tmp_path, repo)
+    sync, ws = _sync(tmp_path, repo, watch)
     sync.seed()
     sync.pull()
     sync.close()
@@ -139,7 +167,7 @@ def test_reconcile_sends_host_changes_and_the_host_wins_a_conflict(tmp_path: Pat
     (repo / "a.txt").write_text("host (rewind)\n")  # and by a rewind on the host
     (repo / "sub" / "b.txt").unlink()
     (repo / "restored.txt").write_text("r\n")
-    fresh, _ = _sync(tmp_path, repo)
+    fresh, _ = _sync(tmp_path, repo, watch)
     fresh.reconcile()
     assert (repo / "a.txt").read_text() == "host (rewind)\n" == (ws / "a.txt").read_text()
     assert (repo / "only-container.txt").read_text() == "c\n"
@@ -174,3 +202,33 @@ def test_a_member_below_a_host_symlink_is_refused(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"x"))
     done = HostTree(root).apply(buf.getvalue())
     assert done.refused == ["link/planted.txt"] and not (outside / "planted.txt").exists()
+
+
+def test_a_killed_watcher_falls_back_to_the_scan_and_comes_back(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo, watch=True)
+    sync.seed()
+    sync.pull()
+    assert sync.pull().journal
+    _stop_watcher(tmp_path)  # e.g. a command ran `pkill python3`
+    _tick()
+    (ws / "while-dead.txt").write_text("seen\n")
+    report = sync.pull()
+    assert not report.journal and "while-dead.txt" in report.written
+    _tick()
+    (ws / "later.txt").write_text("later\n")
+    report = sync.pull()  # a new watcher started with the scan; its journal answers now
+    assert report.journal and report.written == ["later.txt"]
+
+
+def test_a_directory_made_and_filled_at_once_is_journaled_whole(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo, watch=True)
+    sync.seed()
+    sync.pull()
+    subprocess.run(["bash", "-c", "mkdir -p x/y/z && for i in $(seq 50); do echo $i > x/y/z/f$i; done; "
+                    "mkdir m && mv x m/"], cwd=ws, check=True)
+    report = sync.pull()
+    assert report.journal
+    assert sorted(os.listdir(repo / "m" / "x" / "y" / "z")) == sorted(f"f{i}" for i in range(1, 51))
+    assert (repo / "m/x/y/z/f50").read_text() == "50\n" and not (repo / "x").exists()
