@@ -136,13 +136,56 @@ def parse_listing(data: bytes) -> dict[str, set[str]]:
     return out
 
 
+class KnownPaths:
+    """Paths that have been in the container besides the seed (pulled from it or pushed to it),
+    so a git-ignored one the container deletes (a build directory) is deleted here too, while
+    ignored files that never went there (a ``.env``) are not. Appended to ``file`` (NUL-separated)
+    so a resumed process knows them; each path is written once."""
+
+    def __init__(self, file: Path | None) -> None:
+        self.file = file
+        self.paths: set[str] = set()
+        self.dirs: set[str] = set()
+        if file is not None:
+            try:
+                data = file.read_bytes()
+            except OSError:
+                data = b""
+            self._remember(os.fsdecode(p) for p in data.split(b"\0") if p)
+
+    def _remember(self, rels: Iterable[str]) -> list[str]:
+        new = [r for r in rels if r not in self.paths]
+        for rel in new:
+            self.paths.add(rel)
+            parent = rel
+            while "/" in parent:
+                parent = parent.rsplit("/", 1)[0]
+                if parent in self.dirs:
+                    break
+                self.dirs.add(parent)
+        return new
+
+    def add(self, rels: Iterable[str]) -> None:
+        new = self._remember(rels)
+        if new and self.file is not None:
+            try:
+                with open(self.file, "ab") as f:
+                    f.write(b"".join(os.fsencode(r) + b"\0" for r in new))
+            except OSError:
+                pass
+
+    def covers(self, rel: str) -> bool:
+        return rel in self.paths or rel in self.dirs
+
+
 class HostTree:
     """The host's copy of the workspace. ``owner`` (uid, gid) is given to what a pull creates when
     this process may (root working on a user's checkout keeps the files that user's)."""
 
-    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, root: Path, owner: tuple[int, int] | None = None, known: KnownPaths | None = None) -> None:
         self.root = Path(os.path.realpath(root))
         self.owner = owner if owner is not None and os.geteuid() == 0 else None
+        self.known = known if known is not None else KnownPaths(None)
 
     # -- applying the container's changes ------------------------------------------------------
     def apply(self, archive: bytes | IO[bytes], *, keep: Iterable[str] = ()) -> Applied:
@@ -178,6 +221,7 @@ class HostTree:
                 if rel == "." or rel in keep_set:
                     continue
                 self._member(tar, m, rel, done)
+        self.known.add(done.written)
         return done
 
     def _prune(self, rel: str, names: set[str], keep: set[str], done: Applied, gone: list[str]) -> None:
@@ -209,10 +253,10 @@ class HostTree:
 
     def _delete(self, rels: list[str], done: Applied) -> None:
         """Delete what the container deleted, except what never went there (git-ignored files
-        stay on the host only: a ``.env``, ``node_modules``)."""
+        that were not seeded, pulled or pushed stay on the host only: a ``.env``, ``node_modules``)."""
         ignored = git_ignored(self.root, rels)
         for rel in rels:
-            if rel in ignored:
+            if rel in ignored and not self.known.covers(rel):
                 continue
             with _parent(self.root, rel, create=False) as pair:
                 if pair is None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .errors import SandboxError
-from .host_tree import LISTING, Applied, HostTree, parse_listing, seed_paths
+from .host_tree import LISTING, Applied, HostTree, KnownPaths, parse_listing, seed_paths
 from .shell import Channel
 
 SYNC_DIR = "/tmp/kimi-code/sync"
@@ -227,7 +227,8 @@ class WorkspaceSync:
                  sync_dir: str = SYNC_DIR, watch: bool = True) -> None:
         self.remote = remote
         self.workspace = workspace.rstrip("/") or "/"
-        self.host = HostTree(host_root, owner=host_owner)
+        known = KnownPaths(stamp_file.with_suffix(".known") if stamp_file is not None else None)
+        self.host = HostTree(host_root, owner=host_owner, known=known)
         self.stamp_file = stamp_file
         self.owner = owner
         self.sync_dir = sync_dir
@@ -436,6 +437,7 @@ class WorkspaceSync:
         refused = [os.fsdecode(p) for p in refused_raw.split(b"\0") if p]
         self._mark_host()
         done = Applied(written=[p for p in present if p not in refused], deleted=dele, refused=refused)
+        self.host.known.add(done.written)
         return self._report(done, started)
 
     # -- both ways, after a restart --------------------------------------------------------------

@@ -232,3 +232,22 @@ def test_a_directory_made_and_filled_at_once_is_journaled_whole(tmp_path: Path) 
     assert report.journal
     assert sorted(os.listdir(repo / "m" / "x" / "y" / "z")) == sorted(f"f{i}" for i in range(1, 51))
     assert (repo / "m/x/y/z/f50").read_text() == "50\n" and not (repo / "x").exists()
+
+
+def test_ignored_files_the_container_made_are_deleted_when_it_deletes_them(tmp_path: Path, watch: bool) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo, watch)
+    sync.seed()
+    sync.pull()
+    _tick()
+    (ws / "build").mkdir()  # .gitignore has build/: the host's build/out.o never went in
+    (ws / "build" / "made-in-container.o").write_text("o")
+    sync.pull()
+    assert (repo / "build" / "made-in-container.o").exists() and (repo / "build" / "out.o").exists()
+    sync.close()
+    _tick()
+    (ws / "build" / "made-in-container.o").unlink()
+    fresh, _ = _sync(tmp_path, repo, watch)  # a resumed process remembers what came from the container
+    fresh.reconcile()
+    assert not (repo / "build" / "made-in-container.o").exists()
+    assert (repo / "build" / "out.o").exists() and (repo / "secret.env").exists()
