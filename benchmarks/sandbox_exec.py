@@ -86,7 +86,8 @@ def make_repo(root: Path, files: int) -> None:
         d.mkdir(exist_ok=True)
         (d / f"f{i % 100:02d}.txt").write_text(f"file {i}\n")
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
+                ["git", "-c", "user.name=b", "-c", "user.email=b@b", "-c", "gc.auto=0", "commit", "-qm", "bench"],
+                ["git", "gc", "-q"]):
         subprocess.run(cmd, cwd=root, check=True)
 
 

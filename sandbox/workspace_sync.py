@@ -196,6 +196,22 @@ __ks_place() {{
 """
 
 
+_GNU_TAR: list[bool] = []
+
+
+def _host_gnu_tar() -> bool:
+    """Whether this machine's ``tar`` is GNU tar (the seed's fast path), asked once."""
+    if not _GNU_TAR:
+        import subprocess
+
+        try:
+            out = subprocess.run(["tar", "--version"], capture_output=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = b""
+        _GNU_TAR.append(b"GNU tar" in out)
+    return _GNU_TAR[0]
+
+
 def _watcher_source() -> str:
     return (Path(__file__).with_name("container_watch.py")).read_text(encoding="utf-8")
 
@@ -305,33 +321,70 @@ class WorkspaceSync:
     # -- seeding -------------------------------------------------------------------------------
     def seed(self) -> int:
         """Copy the host's working copy into an empty container (the repository's tracked and
-        untracked-but-not-ignored files, and ``.git``); how many entries went in."""
+        untracked-but-not-ignored files, and ``.git``); how many entries went in. This machine's
+        GNU tar streams it when there is one (tens of times faster than Python's tarfile on a
+        large repository); otherwise the archive is built here."""
         rels = seed_paths(self.host.root)
         parent, _, name = self.workspace.rpartition("/")
         with tempfile.SpooledTemporaryFile(_SPOOL) as out:
-            count = self._seed_archive(out, name, rels)
-            out.seek(0)
-            self.remote.tar_in(parent or "/", out)
+            if _host_gnu_tar():
+                self._archive_members(out, name, [])  # the workspace directory itself, owned right
+                out.seek(0)
+                self.remote.tar_in(parent or "/", out)
+                self._stream_with_tar(rels)
+            else:
+                self._archive_members(out, name, rels)
+                out.seek(0)
+                self.remote.tar_in(parent or "/", out)
         self._base = None
         self._set_stamps()
         self._mark_host()
-        return count
+        return len(rels)
 
-    def _seed_archive(self, out: IO[bytes], name: str, rels: list[str]) -> int:
+    def _stream_with_tar(self, rels: list[str]) -> None:
+        import subprocess
+        import threading
+
+        uid, gid = self.owner
+        proc = subprocess.Popen(
+            ["tar", "-c", "-f", "-", "--no-recursion", "--ignore-failed-read", "--numeric-owner",
+             f"--owner={uid}", f"--group={gid}", "-C", str(self.host.root), "--null", "-T", "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def feed() -> None:
+            try:
+                for rel in rels:
+                    proc.stdin.write(os.fsencode(rel) + b"\0")
+            except OSError:
+                pass
+            finally:
+                proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, name="kimi-code-seed", daemon=True)
+        feeder.start()
+        try:
+            self.remote.tar_in(self.workspace, proc.stdout)
+        finally:
+            feeder.join(timeout=60)
+            proc.stdout.close()
+            code = proc.wait(timeout=60)
+        if code not in (0, 1):  # 1: a file changed or vanished while it was read
+            raise SandboxError(f"tar could not read the workspace to copy it in (exit {code})")
+
+    def _archive_members(self, out: IO[bytes], name: str, rels: list[str]) -> None:
         import tarfile
 
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
             top = tarfile.TarInfo(name)
             top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
             top.uid, top.gid = self.owner
             tar.addfile(top)
-            count = 0
             for rel in rels:
                 info = self.host.entry(rel, self.owner, f"{name}/")
                 if info is not None:
+                    info[0].mtime = int(info[0].mtime)
                     tar.addfile(*info)
-                    count += 1
-        return count
 
     def _set_stamps(self) -> None:
         """Start the container's stamp sequence after the newest stamp it holds (a first scan

@@ -200,3 +200,29 @@ def test_escapes_are_refused_and_the_container_has_no_network_and_no_key(tmp_pat
         assert "outside the workspace" in text or "escapes the workspace" in text or ".git" in text, text
     assert not (tmp_path / "escaped.txt").exists() and not (repo / ".git/hooks/pre-commit").exists()
     assert git(repo, "status", "--porcelain", "--", "calc.py") == ""
+
+
+def test_ca_bundle_branch_and_sandbox_ls_prune_on_a_remote_engine(tmp_path: Path, remote_engine) -> None:
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nfake-but-copied\n-----END CERTIFICATE-----\n")
+    turns = [
+        Turn(tool_calls=[_call("shell", command="cat \"$SSL_CERT_FILE\"; echo fixed > calc.py")]),
+        Turn(tool_calls=[_call("finish", summary="done", status="success")]),
+    ]
+    env = _env(tmp_path, remote_engine)
+    with FakeKimi(turns, api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), *_args(fake), "--output", "json", "--keep-sandbox",
+                        "--ca-bundle", str(bundle), "--branch", "kimi/remote", "remote"], env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        shell = _results_of(fake, "shell")[0]
+    session_id = json.loads(proc.stdout)["session_id"]
+    assert "fake-but-copied" in shell  # the bundle was copied in through the archive call
+    assert git(repo, "show", "kimi/remote:calc.py").strip() == "fixed"
+    listed = run_cli(["sandbox", "ls", "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+    assert [r["session_id"] for r in rows if r["session_id"] == session_id] == [session_id]
+    pruned = run_cli(["sandbox", "prune", "--all"], env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert _containers(remote_engine) == []

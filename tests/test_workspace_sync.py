@@ -32,7 +32,7 @@ class LocalRemote:
         return _PipeChannel(proc)
 
     def tar_in(self, path: str, data) -> None:
-        with tarfile.open(fileobj=data) as tar:
+        with tarfile.open(fileobj=data, mode="r|") as tar:  # a stream, as the engine reads it
             tar.extractall(path, filter="fully_trusted")
 
 
