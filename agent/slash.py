@@ -152,8 +152,11 @@ def _rewind_to(ctx: ChatContext, step: int, force: bool) -> None:
     live = _live(ctx)
     settings = live.loop.settings
     before = (settings.model, settings.thinking)
+    sandbox = live.loop.tool_ctx.sandbox
     with _whole():
+        sandbox.sync_workspace()  # a sandbox with its own copy (workspace = copy): its last changes first
         result = rewind_live(live.loop.recorder, _checkpointer(ctx), step, force)
+        sandbox.workspace_written(list(result.restored))  # and the restored files go back into it
     state = live.loop.state
     live.loop.tool_ctx.todo = state.todo
     live.loop.update_meta()
