@@ -61,6 +61,12 @@ def _docker(settings: Any) -> list[Check]:
         rows.append(Check("sandbox image", present,
                           settings.image + (" present" if present else f": {missing_image_message(settings.image)}"),
                           need_docker))
+        from .assembly import workspace_mode
+
+        mode = workspace_mode(settings)
+        how = ("the repository is bind-mounted" if mode == "mount" else
+               "the container holds its own copy, synced back after each command")
+        rows.append(Check("workspace", True, f"{mode} at {settings.workspace_path}: {how}", False))
         client.close()
     except USER_ERRORS as exc:
         rows.append(Check("docker", False, str(exc), need_docker))
