@@ -64,6 +64,7 @@ class Sandbox(EventPayload):
     container_id: str | None = Field(None, description="the container's id")
     image: str | None = Field(None, description="the sandbox image")
     workspace: str | None = Field(None, description="the workspace as commands see it")
+    workspace_mode: str | None = Field(None, description="mount, or copy: the container holds its own copy")
 
 
 class UserMessage(EventPayload):

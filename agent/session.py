@@ -376,7 +376,8 @@ def _sticky(settings: Settings) -> dict[str, Any]:
 
 def _sandbox_payload(action: str, info: SandboxInfo) -> ep.Sandbox:
     return ep.Sandbox(action=action, backend=info.backend, container=info.container_name,
-                      container_id=info.container_id, image=info.image, workspace=info.workspace)
+                      container_id=info.container_id, image=info.image, workspace=info.workspace,
+                      workspace_mode=info.workspace_mode if info.backend == "docker" else None)
 
 
 def _finish(runner: Runner, outcome: Outcome, checkpointer: Checkpointer | None) -> RunResult:

@@ -80,6 +80,8 @@ def test_a_task_on_a_remote_engine_edits_tests_and_comes_back(tmp_path: Path, re
     started = events[0]
     assert started["type"] == "session_started"
     session_id = started["session_id"]
+    sandbox = next(e for e in events if e["type"] == "sandbox")["payload"]
+    assert sandbox["workspace_mode"] == "copy" and sandbox["action"] == "started"
     # No bind mount: the container's files came through the archive call, and the workspace is
     # not a mount point there.
     assert shell[0].splitlines()[0] == "0" and "calc.py" in shell[0] and "old.txt" in shell[0]
