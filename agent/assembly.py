@@ -367,6 +367,9 @@ class Runner:
                                                   sync_stamp=self.session.root / SYNC_STAMP)
             if resuming and sandbox.reattach():
                 action = "reattached"
+                notice = prompts.reconciled_notice(getattr(sandbox, "reconciled", None))
+                if notice:
+                    notices.append(notice)
             else:
                 sandbox.start()
                 action = "restarted" if resuming and settings.sandbox == "docker" else "started"

@@ -73,6 +73,29 @@ def build_system_prompt(*, workspace: str, sandbox: str, network: bool, repo: Pa
     )
 
 
+def reconciled_notice(reconciled: object) -> str | None:
+    """What reattaching to a sandbox with its own copy of the workspace brought back and sent in
+    (``DockerSandbox.reconciled``: two reports with ``written``/``deleted``), for the agent."""
+    if not reconciled:
+        return None
+    pulled, pushed = reconciled  # type: ignore[misc]
+    parts = []
+
+    def names(report: object) -> str:
+        paths = list(getattr(report, "written", [])) + list(getattr(report, "deleted", []))
+        return ", ".join(paths[:10]) + (" …" if len(paths) > 10 else "")
+
+    if getattr(pulled, "changed", 0):
+        parts.append(f"files changed in the sandbox after the last sync (an interrupted command's work) "
+                     f"were brought back: {names(pulled)}")
+    if getattr(pushed, "changed", 0):
+        parts.append(f"files changed on this machine while the session was stopped were sent into the "
+                     f"sandbox: {names(pushed)}")
+    if not parts:
+        return None
+    return "[kimi-code] The sandbox was still there after the stop; " + "; ".join(parts) + "."
+
+
 def task_message(task: str, os_release: str | None = None) -> str:
     text = f"# Task\n{task.strip()}"
     if os_release:

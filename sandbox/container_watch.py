@@ -7,13 +7,15 @@ container's user. Without a ``python3``, or whenever this watcher cannot vouch f
 journal (inotify's queue overflowed, a watch could not be added, it was killed), the sync falls
 back to a full ``find -cnewer`` scan, which is always correct, and starts a new watcher.
 
-Protocol, over two FIFOs in the sync directory: a request line ``NONCE GEN OFFSET`` asks for the
-entries journaled since OFFSET of generation GEN. The watcher first drains its inotify queue (the
-kernel queues an event before the file system call returns, so everything a finished command did is
-there), writes the changed paths (``./a/b``, NUL-separated, each once) to ``changed`` and the
-listing of every directory whose entries changed to ``.kimi-sync-dirs``, and answers
-``NONCE ok GEN NEWOFFSET``; for another generation or an unknown offset it answers
-``NONCE full GEN NEWOFFSET`` (the caller scans everything and keeps NEWOFFSET for next time).
+Protocol, over two FIFOs in the sync directory: a request line ``NONCE GEN OFFSET DIR`` asks for
+the entries journaled since OFFSET of generation GEN. The watcher first drains its inotify queue
+(the kernel queues an event before the file system call returns, so everything a finished command
+did is there), writes the changed paths (``./a/b``, NUL-separated, each once) to ``DIR/changed``
+and the listing of every directory whose entries changed to ``DIR/.kimi-sync-dirs.NONCE``, and
+answers ``NONCE ok GEN NEWOFFSET``; for another generation or an unknown offset it answers
+``NONCE full GEN NEWOFFSET`` (the caller scans everything and keeps NEWOFFSET for next time). When
+it cannot watch (a directory it may not read, the kernel's watch limit, an overflowed queue) it
+says ``fail GEN REASON`` and exits.
 """
 
 import ctypes
@@ -113,8 +115,8 @@ class Watcher:
         if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
             self.add_tree(path, journal=True)
 
-    def answer(self, gen, offset):
-        """(status, new offset) for a request, after writing its files."""
+    def answer(self, gen, offset, out_dir, nonce):
+        """(status, new offset) for a request, after writing its files into ``out_dir``."""
         self.drain()
         end = self.origin + len(self.journal)
         try:
@@ -125,40 +127,40 @@ class Watcher:
             return "full", end
         del self.journal[:start - self.origin]
         self.origin = start
-        seen, listed = set(), []
+        seen, listed, listed_set = set(), [], set()
         out = []
         for path, parent in self.journal:
             if path not in seen:
                 seen.add(path)
                 out.append(path)
-            if parent is not None and parent not in listed:
+            if parent is not None and parent not in listed_set:
+                listed_set.add(parent)
                 listed.append(parent)
-        self._write("changed", b"".join(p + b"\0" for p in out))
-        self._write(LISTING, b"".join(self._listing(d) for d in listed))
+        self._write(out_dir, "changed", b"".join(p + b"\0" for p in out))
+        self._write(out_dir, "%s.%s" % (LISTING, nonce), b"".join(self._listing(d) for d in listed))
         return "ok", end
 
     def _listing(self, d):
         full = os.path.join(self.root, d)
-        if os.path.islink(full) or not os.path.isdir(full):
-            return b""
+        if os.path.islink(full) or not os.path.isdir(full) or not os.access(full, os.R_OK | os.X_OK):
+            return b""  # no record at all: an empty one would mean that everything in it is gone
         try:
             names = os.listdir(full)
         except OSError:
             return b""
         return d + b"\0" + b"".join(d + b"/" + n + b"\0" for n in names) + b"\0"
 
-    def _write(self, name, data):
-        path = os.path.join(self.sync_dir, name)
-        with open(path + ".tmp", "wb") as f:
+    def _write(self, out_dir, name, data):
+        path = os.path.join(out_dir, name.encode())
+        with open(path + b".tmp", "wb") as f:
             f.write(data)
-        os.replace(path + ".tmp", path)
+        os.replace(path + b".tmp", path)
 
 
-def serve(root, sync_dir, gen):
+def serve(root, sync_dir, gen, ack):
     watcher = Watcher(root, sync_dir, gen)
     watcher.add_tree(b".", journal=False)
     req = os.open(os.path.join(sync_dir, "req"), os.O_RDWR | os.O_NONBLOCK)
-    ack = os.open(os.path.join(sync_dir, "ack"), os.O_RDWR)
     os.write(ack, ("ready %s\n" % gen).encode())
     pending = b""
     while True:
@@ -172,21 +174,26 @@ def serve(root, sync_dir, gen):
                 pass
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                parts = line.decode("ascii", "replace").split()
-                if len(parts) != 3:
+                parts = line.split(b" ", 3)
+                if len(parts) != 4:
                     continue
-                nonce, gen_asked, offset = parts
-                status, end = watcher.answer(gen_asked, offset)
+                nonce, gen_asked, offset, out_dir = parts
+                nonce = nonce.decode("ascii", "replace")
+                status, end = watcher.answer(gen_asked.decode("ascii", "replace"),
+                                             offset.decode("ascii", "replace"), out_dir, nonce)
                 os.write(ack, ("%s %s %s %d\n" % (nonce, status, gen, end)).encode())
 
 
 def main():
     root, sync_dir, gen = sys.argv[1:4]
+    ack = os.open(os.path.join(sync_dir, "ack"), os.O_RDWR)
     try:
-        serve(root, sync_dir, gen)
-    except Broken as exc:
+        serve(root, sync_dir, gen, ack)
+    except (Broken, OSError) as exc:
+        reason = " ".join(str(exc).split())
         with open(os.path.join(sync_dir, "watch.err"), "w") as f:
-            f.write(str(exc) + "\n")
+            f.write(reason + "\n")
+        os.write(ack, ("fail %s %s\n" % (gen, reason)).encode())
         sys.exit(3)
 
 

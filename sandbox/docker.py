@@ -252,12 +252,17 @@ class DockerSandbox:
         self.name = container_name(session_id)
         if workspace_mode not in ("mount", "copy"):
             raise SandboxError(f"unknown workspace mode {workspace_mode!r}: use mount or copy")
+        if workspace_path.rstrip("/") in ("", "/tmp", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin") \
+                or workspace_path.startswith(("/tmp/kimi-code", "/proc/", "/sys/", "/dev/")):
+            raise SandboxError(f"workspace_path {workspace_path!r} cannot hold the workspace: use a directory "
+                               "of its own, e.g. /workspace")
         self.workspace_mode = workspace_mode
         self.workspace_path = workspace_path.rstrip("/") or "/"
         self._sync_stamp = sync_stamp
         self._sync: WorkspaceSync | None = None
         self._seeded = False
         self.reconciled: tuple[SyncReport, SyncReport] | None = None  # what a reattach reconciled
+        self._sync_failed = False  # the last pull failed (the container may hold unsynced work)
         self._user = user
         secrets_ = self._secret_env = frozenset(secret_env)
         dropped = sorted(k for k in (env or {}) if k in secrets_)
@@ -527,12 +532,13 @@ class DockerSandbox:
         try:
             report = self._syncer().pull()
         except SandboxError as exc:
+            self._sync_failed = True
             result.notes.append(f"the workspace could not be brought back from the sandbox: {exc}")
             return
+        self._sync_failed = False
         if report.refused:
-            shown = ", ".join(report.refused[:5])
-            result.notes.append(f"not copied back from the sandbox (a path through a symlink or outside "
-                                f"the workspace): {shown}")
+            shown = "; ".join(report.refused[:5]) + (" …" if len(report.refused) > 5 else "")
+            result.notes.append(f"not copied back from the sandbox: {shown}")
 
     def sync_workspace(self) -> SyncReport | None:
         """Bring what changed in the container's copy to the host's (copy mode; None otherwise)."""
@@ -589,8 +595,16 @@ class DockerSandbox:
             if self.workspace_mode == "copy":
                 try:
                     self.sync_workspace()  # what background processes wrote since the last command
+                    self._sync_failed = False
                 except SandboxError as exc:
+                    self._sync_failed = True
                     log.warning("could not bring the last changes back from the sandbox: %s", exc)
+                if self._sync_failed and remove:
+                    # Its copy may hold the only copy of some work: keep the container.
+                    remove = False
+                    print(f"kimi-code: the sandbox's last changes could not be brought back; its container "
+                          f"{self.name} is kept (stopped): `kimi-code resume` reattaches it and tries again",
+                          file=sys.stderr)
         if self._sync is not None:
             self._sync.close()
         self._shell.close()

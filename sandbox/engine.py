@@ -13,7 +13,9 @@ from .errors import SandboxError
 def connect(timeout: int = 120) -> docker.DockerClient:
     """A client for the daemon ``DOCKER_HOST`` (or the default socket) names; one clear error if none."""
     try:
-        client = docker.from_env(timeout=timeout)
+        # ssh:// through the ssh program (the SDK's own ssh transport needs paramiko).
+        ssh = os.environ.get("DOCKER_HOST", "").startswith("ssh://")
+        client = docker.from_env(timeout=timeout, use_ssh_client=ssh)
         client.ping()
         return client
     except DockerException as exc:

@@ -137,18 +137,23 @@ def parse_listing(data: bytes) -> dict[str, set[str]]:
 
 
 class KnownPaths:
-    """Paths that have been in the container besides the seed (pulled from it or pushed to it),
-    so a git-ignored one the container deletes (a build directory) is deleted here too, while
-    ignored files that never went there (a ``.env``) are not. Appended to ``file`` (NUL-separated)
-    so a resumed process knows them; each path is written once."""
+    """Paths that have been in the container: seeded, pulled from it or pushed to it. A pull
+    never replaces or deletes a host entry outside this set (it exists only here: a git-ignored
+    ``.env``, a file the user made meanwhile), and a git-ignored entry the container made and then
+    deleted is deleted here too. Kept in ``file`` (NUL-separated, appended) for a resumed process;
+    ``complete`` says whether this process knows the whole set (else pulls fall back to asking
+    git what is ignored)."""
 
     def __init__(self, file: Path | None) -> None:
         self.file = file
         self.paths: set[str] = set()
         self.dirs: set[str] = set()
+        self.complete = False
+        self._persisted = False
         if file is not None:
             try:
                 data = file.read_bytes()
+                self.complete = self._persisted = True
             except OSError:
                 data = b""
             self._remember(os.fsdecode(p) for p in data.split(b"\0") if p)
@@ -165,14 +170,27 @@ class KnownPaths:
                 self.dirs.add(parent)
         return new
 
+    def seeded(self, rels: Iterable[str]) -> None:
+        """The seed went in: from now on this process knows the whole set."""
+        self.complete = True
+        self.add(rels)
+
     def add(self, rels: Iterable[str]) -> None:
         new = self._remember(rels)
-        if new and self.file is not None:
-            try:
+        if self.file is None or not (new or not self._persisted):
+            return
+        try:
+            if not self._persisted:  # written whole once its directory exists (the session's)
+                if not self.file.parent.is_dir():
+                    return
+                with open(self.file, "wb") as f:
+                    f.write(b"".join(os.fsencode(r) + b"\0" for r in sorted(self.paths)))
+                self._persisted = True
+            else:
                 with open(self.file, "ab") as f:
                     f.write(b"".join(os.fsencode(r) + b"\0" for r in new))
-            except OSError:
-                pass
+        except OSError:
+            pass
 
     def covers(self, rel: str) -> bool:
         return rel in self.paths or rel in self.dirs
@@ -189,29 +207,31 @@ class HostTree:
 
     # -- applying the container's changes ------------------------------------------------------
     def apply(self, archive: bytes | IO[bytes], *, keep: Iterable[str] = ()) -> Applied:
-        """Apply a pulled archive: its listing of changed directories first (entries the container
-        no longer has are deleted here), then its members. Paths in ``keep`` (changed on the host
-        since the last sync, e.g. by a rewind) are left as they are."""
+        """Apply a pulled archive as a stream: its first member lists the changed directories
+        (entries the container no longer has are deleted here), then come the changed entries.
+        Paths in ``keep`` (changed here since the last sync, e.g. by a rewind) are left alone. A
+        member that cannot be applied is reported as refused; the rest still are."""
         keep_set = set(keep)
         done = Applied()
-        if not archive:
-            return done  # nothing changed: the container sent no archive at all
         fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else archive
-        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-            members = tar.getmembers()
-            listing: dict[str, set[str]] = {}
-            for m in members:
-                if _is_listing(m.name) and m.isfile():
-                    f = tar.extractfile(m)
-                    listing = parse_listing(f.read() if f else b"")
-            gone: list[str] = []
-            for rel in sorted(listing):
-                self._prune(rel, listing[rel], keep_set, done, gone)
-            if gone:
-                self._delete(gone, done)
-            for m in members:
-                if _is_listing(m.name):
-                    continue
+        if not fileobj.read(1):
+            return done  # nothing changed: the container sent no archive at all
+        fileobj.seek(0)
+        modes: list[tuple[str, int]] = []
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:  # iterated lazily; seekable for re-reads
+            first = True
+            for m in tar:
+                if first:
+                    first = False
+                    if _is_listing(m.name) and m.isfile():
+                        f = tar.extractfile(m)
+                        listing = parse_listing(f.read() if f else b"")
+                        gone: list[str] = []
+                        for rel in sorted(listing):
+                            self._prune(rel, listing[rel], keep_set, done, gone)
+                        if gone:
+                            self._delete(gone, done)
+                        continue
                 try:
                     rel = normalise(m.name)
                 except UnsafeName:
@@ -220,9 +240,33 @@ class HostTree:
                     continue
                 if rel == "." or rel in keep_set:
                     continue
-                self._member(tar, m, rel, done)
+                try:
+                    self._member(tar, m, rel, done, modes)
+                except OSError as exc:
+                    done.refused.append(f"{rel} ({exc.strerror or exc})")
+        for rel, mode in reversed(modes):  # directories' own modes last, deepest first
+            with contextlib.suppress(OSError), _parent(self.root, rel, create=False) as pair:
+                if pair is not None:
+                    os.chmod(pair[1], mode, dir_fd=pair[0], follow_symlinks=False)
         self.known.add(done.written)
         return done
+
+    def exists(self, rel: str) -> bool:
+        with _parent(self.root, rel, create=False) as pair:
+            return pair is not None and _lstat(*pair) is not None
+
+    def _ours(self, rels: list[str]) -> set[str]:
+        """Which existing host entries a pull may replace or delete: those that have been in the
+        container (or, when this process cannot know that, those git does not ignore)."""
+        if self.known.complete:
+            return {r for r in rels if self.known.covers(r)}
+        ignored = git_ignored(self.root, rels)
+        return {r for r in rels if r not in ignored or self.known.covers(r)}
+
+    def sendable(self, rels: list[str]) -> list[str]:
+        """Host paths that may go into the container: not git-ignored, or already there."""
+        ignored = git_ignored(self.root, rels)
+        return [r for r in rels if r not in ignored or self.known.covers(r)]
 
     def _prune(self, rel: str, names: set[str], keep: set[str], done: Applied, gone: list[str]) -> None:
         """Collect the host entries of directory ``rel`` that the container's listing lacks."""
@@ -252,22 +296,60 @@ class HostTree:
                 os.close(fd)
 
     def _delete(self, rels: list[str], done: Applied) -> None:
-        """Delete what the container deleted, except what never went there (git-ignored files
-        that were not seeded, pulled or pushed stay on the host only: a ``.env``, ``node_modules``)."""
-        ignored = git_ignored(self.root, rels)
+        """Delete what the container deleted, and only what has been there: inside a deleted
+        directory, entries that exist only here (git-ignored ones that never went in) are kept,
+        and so is the directory that holds them."""
+        ours = self._ours(rels)
         for rel in rels:
-            if rel in ignored and not self.known.covers(rel):
+            if rel not in ours:
                 continue
             with _parent(self.root, rel, create=False) as pair:
                 if pair is None:
                     continue
                 dfd, name = pair
                 st = _lstat(dfd, name)
-                if st is not None:
-                    _remove(dfd, name, st)
-                    done.deleted.append(rel)
+                if st is None:
+                    continue
+                try:
+                    if stat.S_ISDIR(st.st_mode):
+                        self._delete_dir(dfd, name, rel, done)
+                    else:
+                        os.unlink(name, dir_fd=dfd)
+                        done.deleted.append(rel)
+                except OSError as exc:
+                    done.refused.append(f"{rel} ({exc.strerror or exc})")
 
-    def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, done: Applied) -> None:
+    def _delete_dir(self, dfd: int, name: str, rel: str, done: Applied) -> bool:
+        """Delete a directory's entries that are ours, then the directory if it is empty; True
+        when it is gone. Never follows a symlink (each level is opened with O_NOFOLLOW)."""
+        fd = os.open(name, _DIR, dir_fd=dfd)
+        try:
+            entries = os.listdir(fd)
+            kept = False
+            children = [f"{rel}/{e}" for e in entries]
+            ours = self._ours(children) if children else set()
+            for entry, child in zip(entries, children):
+                if child not in ours or is_git_name(entry):
+                    kept = True
+                    continue
+                st = _lstat(fd, entry)
+                if st is None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    kept |= not self._delete_dir(fd, entry, child, done)
+                else:
+                    os.unlink(entry, dir_fd=fd)
+                    done.deleted.append(child)
+        finally:
+            os.close(fd)
+        if kept:
+            return False
+        os.rmdir(name, dir_fd=dfd)
+        done.deleted.append(rel)
+        return True
+
+    def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, done: Applied,
+                modes: list[tuple[str, int]]) -> None:
         if not (m.isdir() or m.isreg() or m.issym()):
             return  # devices, fifos and hard links are not brought to the host
         with _parent(self.root, rel, create=True) as pair:
@@ -277,13 +359,19 @@ class HostTree:
             dfd, name = pair
             st = _lstat(dfd, name)
             mode = m.mode & 0o777
+            if st is not None and not (m.isdir() and stat.S_ISDIR(st.st_mode)) and not self._ours([rel]):
+                done.refused.append(f"{rel} (it exists only on this machine, which keeps its copy)")
+                return
             if m.isdir():
                 if st is not None and stat.S_ISDIR(st.st_mode):
+                    if stat.S_IMODE(st.st_mode) != mode and mode:
+                        modes.append((rel, mode))
                     return
                 if st is not None:
                     _remove(dfd, name, st)
-                os.mkdir(name, mode or 0o755, dir_fd=dfd)
+                os.mkdir(name, 0o700, dir_fd=dfd)  # writable while its entries come in
                 self._chown(dfd, name)
+                modes.append((rel, mode or 0o755))
                 done.written.append(rel)
                 return
             if m.issym():
@@ -296,15 +384,20 @@ class HostTree:
                 done.written.append(rel)
                 return
             src = tar.extractfile(m)
-            data = src.read() if src else b""
-            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == len(data):
-                if _same_content(dfd, name, data):
+            if src is None:
+                return
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == m.size:
+                same = _same_content(dfd, name, src)
+                if same:
                     if stat.S_IMODE(st.st_mode) != mode:
                         os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
                     return
+                src = tar.extractfile(m)  # from the start again
+                if src is None:
+                    return
             if st is not None and not stat.S_ISREG(st.st_mode):
                 _remove(dfd, name, st)
-            _write_atomic(dfd, name, data, mode, m.mtime, self.owner)
+            _write_atomic(dfd, name, src, mode, m.mtime, self.owner)
             done.written.append(rel)
 
     def _chown(self, dfd: int, name: str) -> None:
@@ -408,7 +501,8 @@ class HostTree:
 
 
 def _is_listing(name: str) -> bool:
-    return name in (LISTING, f"./{LISTING}")
+    """The first member of a pulled archive is the listing, named ``LISTING.<nonce>``."""
+    return name.startswith((f"{LISTING}.", f"./{LISTING}."))
 
 
 def git_ignored(root: Path, rels: list[str]) -> set[str]:
@@ -418,14 +512,16 @@ def git_ignored(root: Path, rels: list[str]) -> set[str]:
     if not rels or not (root / ".git").exists():
         return set()
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             ["git", "-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C", str(root),
              "check-ignore", "-z", "--stdin"],
             input=b"".join(os.fsencode(r) + b"\0" for r in rels), capture_output=True, timeout=60,
-        ).stdout
+        )
     except (OSError, subprocess.SubprocessError):
-        return set(rels)  # cannot tell: keep everything
-    return {os.fsdecode(p) for p in out.split(b"\0") if p}
+        return set(rels)  # cannot tell: treat all as ignored (kept here, never sent)
+    if done.returncode not in (0, 1):  # 1: none is ignored
+        return set(rels)
+    return {os.fsdecode(p) for p in done.stdout.split(b"\0") if p}
 
 
 def _is_git_member(name: str) -> bool:
@@ -433,22 +529,31 @@ def _is_git_member(name: str) -> bool:
     return bool(parts) and is_git_name(parts[0])
 
 
-def _same_content(dfd: int, name: str, data: bytes) -> bool:
+_CHUNK = 1 << 20
+
+
+def _same_content(dfd: int, name: str, src: IO[bytes]) -> bool:
+    """Whether the host file holds exactly what ``src`` holds, compared a chunk at a time."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as f:
-        return f.read() == data
+        while True:
+            a = src.read(_CHUNK)
+            if a != f.read(len(a) or 1):
+                return False
+            if not a:
+                return True
 
 
-def _write_atomic(dfd: int, name: str, data: bytes, mode: int, mtime: float,
+def _write_atomic(dfd: int, name: str, src: IO[bytes], mode: int, mtime: float,
                   owner: tuple[int, int] | None) -> None:
     tmp = f".{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
+            shutil.copyfileobj(src, f, _CHUNK)
         os.fchmod(fd, mode)
         if owner is not None:
             with contextlib.suppress(OSError):
@@ -482,7 +587,16 @@ def seed_paths(root: Path) -> list[str]:
         except (OSError, subprocess.SubprocessError):
             out = None
         if out is not None:
-            files = [os.fsdecode(p) for p in dict.fromkeys(out.split(b"\0")) if p]
+            listed = [os.fsdecode(p) for p in dict.fromkeys(out.split(b"\0")) if p]
+            files: list[str] = []
+            for f in listed:
+                path = root / f.rstrip("/")
+                if f.endswith("/") or (path.is_dir() and not path.is_symlink()):
+                    # A submodule (a gitlink) or a nested repository: git lists it as one entry;
+                    # its working tree (and its own .git) goes in whole.
+                    files.extend(_walk(root, f.rstrip("/")))
+                else:
+                    files.append(f)
             dirs: dict[str, None] = {}
             for f in files:
                 parent = f.rsplit("/", 1)[0] if "/" in f else ""

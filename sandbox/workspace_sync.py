@@ -28,8 +28,10 @@ The transport is two primitives any engine has, an exec with streams and a tar c
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import tarfile
 import secrets
 import shlex
 import tempfile
@@ -47,9 +49,10 @@ SYNC_DIR = "/tmp/kimi-code/sync"
 _FRAME = b"\n@@KIMI-SYNC "
 # Archives up to this size are built in memory; larger ones spill to a temporary file.
 _SPOOL = 32 << 20
-# Files a tool wrote travel on the sync shell's own input up to this size (one round trip; the
-# engine's archive call costs tens of milliseconds on a remote engine), beyond it by that call.
-_INLINE = 4 << 20
+# Files a tool wrote travel on the sync shell's own input (base64 in a here-document, one round
+# trip; the engine's archive call costs tens of milliseconds on a remote engine) up to this size,
+# beyond it by that call.
+_INLINE = 256 << 10
 
 
 class Remote(Protocol):
@@ -65,68 +68,125 @@ class Remote(Protocol):
 
 
 def _script(workspace: str, sync_dir: str, watch: bool = True) -> str:
-    """The container-side functions, installed once per channel (bash, GNU find and tar; with a
-    ``python3`` there, the inotify journal of container_watch.py too)."""
+    """The container-side functions, installed once per channel (bash 4.4+, GNU find and tar;
+    with a ``python3`` there, the inotify journal of container_watch.py too). Each channel keeps
+    its scratch files in a directory of its own (``ch.PID``), so a shell left over from a timed-out
+    call cannot mix its files with the next one's; stamps and the watcher are shared."""
     return rf"""
-__ks_d={shlex.quote(sync_dir)} __ks_w={shlex.quote(workspace)} __ks_gen=
-command mkdir -p -- "$__ks_d" 2>/dev/null
+export LC_ALL=C
+__ks_d={shlex.quote(sync_dir)} __ks_w={shlex.quote(workspace)} __ks_gen= __ks_pid=
+__ks_c=$__ks_d/ch.$$
+command mkdir -p -- "$__ks_c" 2>/dev/null
+for __ks_f in "$__ks_d"/ch.*; do [ "$__ks_f" = "$__ks_c" ] || builtin kill -0 "${{__ks_f##*.}}" 2>/dev/null || command rm -rf -- "$__ks_f"; done
 __ks_py={"$(command -v python3 2>/dev/null)" if watch else ""}
 __ks_setsid=$(command -v setsid 2>/dev/null)
 [ -z "$__ks_py" ] || command cat > "$__ks_d/watch.py" <<'KIMI_SYNC_WATCHER_END'
 {_watcher_source() if watch else ""}
 KIMI_SYNC_WATCHER_END
 __ks_send() {{ local n=0; [ -f "$2" ] && n=$(command stat -c %s -- "$2"); builtin printf '\n@@KIMI-SYNC %s %s %s\n' "$1" "$3" "$n"; [ "$n" = 0 ] || command cat -- "$2"; }}
-__ks_fail() {{ builtin printf '%s' "$2" > "$__ks_d/err"; __ks_send "$1" "$__ks_d/err" E; }}
+__ks_fail() {{ builtin printf '\n@@KIMI-SYNC %s E %s\n%s' "$1" "${{#2}}" "$2"; }}
+__ks_prep() {{
+  [ -d "$__ks_c" ] || command mkdir -p -- "$__ks_c" 2>/dev/null || {{ __ks_fail "$1" "cannot write in $__ks_d"; return 1; }}
+}}
+__ks_is_watcher() {{
+  local a
+  [ -n "$1" ] && builtin kill -0 "$1" 2>/dev/null && builtin mapfile -d '' -t a < "/proc/$1/cmdline" 2>/dev/null \
+    && [ "${{a[4]}}" = "$2" ]
+}}
 __ks_watch() {{
   # The inotify journal (container_watch.py): 0 when a watcher of this workspace runs.
   [ -n "$__ks_py" ] || return 1
-  local pid= line
-  if [ -n "$__ks_gen" ] && [ -f "$__ks_d/watch.pid" ] && builtin read -r pid _ < "$__ks_d/watch.pid" \
-      && [ -n "$pid" ] && builtin kill -0 "$pid" 2>/dev/null; then return 0; fi
-  if [ -f "$__ks_d/watch.pid" ] && builtin read -r pid __ks_gen < "$__ks_d/watch.pid" && [ -n "$pid" ] \
-      && builtin kill -0 "$pid" 2>/dev/null; then
-    exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || return 1
+  if [ -n "$__ks_pid" ]; then __ks_is_watcher "$__ks_pid" "$__ks_gen" && return 0; __ks_pid=; fi
+  local pid= gen= line i
+  if [ -f "$__ks_d/watch.pid" ] && builtin read -r pid gen < "$__ks_d/watch.pid" && __ks_is_watcher "$pid" "$gen"; then
+    exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || {{ __ks_py=; return 1; }}
+    __ks_pid=$pid __ks_gen=$gen
     return 0
   fi
-  [ -p "$__ks_d/req" ] || command mkfifo -m 600 -- "$__ks_d/req" "$__ks_d/ack" 2>/dev/null || return 1
-  exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || return 1
+  [ -p "$__ks_d/req" ] || command mkfifo -m 600 -- "$__ks_d/req" "$__ks_d/ack" 2>/dev/null || {{ __ks_py=; return 1; }}
+  exec 7<>"$__ks_d/req" 8<>"$__ks_d/ack" || {{ __ks_py=; return 1; }}
   __ks_gen=$RANDOM$RANDOM$$
   $__ks_setsid "$__ks_py" "$__ks_d/watch.py" "$__ks_w" "$__ks_d" "$__ks_gen" </dev/null >/dev/null 2>>"$__ks_d/watch.log" &
-  builtin printf '%s %s\n' "$!" "$__ks_gen" > "$__ks_d/watch.pid"
-  while builtin read -r -t 60 -u 8 line; do [ "$line" = "ready $__ks_gen" ] && return 0; done
-  __ks_py=  # it did not start: scan from now on
+  __ks_pid=$!
+  builtin printf '%s %s\n' "$__ks_pid" "$__ks_gen" > "$__ks_d/watch.pid"
+  for ((i = 0; i < 600; i++)); do
+    if builtin read -r -t 0.1 -u 8 line; then
+      [ "$line" = "ready $__ks_gen" ] && return 0
+      [ "${{line#fail $__ks_gen }}" != "$line" ] && break
+      continue
+    fi
+    builtin kill -0 "$__ks_pid" 2>/dev/null || break
+  done
+  builtin kill "$__ks_pid" 2>/dev/null
+  __ks_pid= __ks_py=  # it cannot watch this workspace: scan from now on
   return 1
 }}
+__ks_ask() {{
+  # Ask the watcher for what it journaled since $3 of generation $2; sets __ks_st, __ks_g, __ks_off.
+  local tok st g o i
+  builtin printf '%s %s %s %s\n' "$1" "$2" "$3" "$__ks_c" >&7 || return 1
+  for ((i = 0; i < 100; i++)); do
+    if builtin read -r -t 0.1 -u 8 tok st g o; then
+      [ "$tok" = "$1" ] && {{ __ks_st=$st __ks_g=$g __ks_off=$o; return 0; }}
+      continue  # an answer meant for a shell that is gone
+    fi
+    __ks_is_watcher "$__ks_pid" "$__ks_gen" || return 1
+  done
+  return 1
+}}
+__ks_list() {{
+  # Listing records (dir NUL children NUL.. NUL) of the directories named in file $1, appended to
+  # $2; only for directories this user can read (an empty listing would mean "all deleted").
+  local f
+  while IFS= builtin read -r -d '' f; do
+    [ -d "$f" ] && [ ! -L "$f" ] && [ -r "$f" ] && [ -x "$f" ] || continue
+    builtin printf '%s\0' "$f" >> "$2"; command find "$f" -mindepth 1 -maxdepth 1 -print0 >> "$2" 2>/dev/null; builtin printf '\0' >> "$2"
+  done < "$1"
+}}
 __ks_scan() {{
-  local nonce=$1 base=$2 next=$3 since=() f mode=find gen= off= tok= st= g= newoff=
+  local nonce=$1 base=$2 next=$3 since=() f mode=find gen= off= kind=T bs= rc list
+  __ks_prep "$nonce" || return
+  list=$__ks_c/{LISTING}.$nonce
   builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
-  {{ : > "$__ks_d/stamp.$next"; }} 2>/dev/null || {{ __ks_fail "$nonce" "cannot write in $__ks_d"; return; }}
+  {{ : > "$__ks_d/stamp.$next"; }} 2>/dev/null || {{ __ks_fail "$nonce" "cannot write in $__ks_d"; builtin cd /; return; }}
+  : > "$list"; : > "$__ks_c/changed"
   if __ks_watch; then
     [ -n "$base" ] && [ -f "$__ks_d/off.$base" ] && builtin read -r gen off < "$__ks_d/off.$base"
-    builtin printf '%s %s %s\n' "$nonce" "${{gen:-none}}" "${{off:--1}}" >&7
-    while builtin read -r -t 10 -u 8 tok st g newoff; do [ "$tok" = "$nonce" ] && break; done
-    if [ "$tok" = "$nonce" ]; then
-      builtin printf '%s %s\n' "$g" "$newoff" > "$__ks_d/off.$next"
-      [ "$st" = ok ] && mode=journal
+    if __ks_ask "$nonce" "${{gen:-none}}" "${{off:--1}}"; then
+      builtin printf '%s %s\n' "$__ks_g" "$__ks_off" > "$__ks_d/off.$next"
+      [ "$__ks_st" = ok ] && mode=journal kind=J
     fi
   fi
   if [ $mode = find ]; then
-    [ -n "$base" ] && [ -e "$__ks_d/stamp.$base" ] && since=(-cnewer "$__ks_d/stamp.$base")
-    command find . -path ./.git -prune -o "${{since[@]}}" -print0 > "$__ks_d/changed" 2>/dev/null
+    [ -n "$base" ] && [ -e "$__ks_d/stamp.$base" ] && {{ since=(-cnewer "$__ks_d/stamp.$base"); bs=$__ks_d/stamp.$base; }}
+    command find . -path ./.git -prune -o "${{since[@]}}" -print0 > "$__ks_c/changed" 2>/dev/null
+    __ks_list "$__ks_c/changed" "$list"
+    # A directory whose status changed but whose entries did not was moved in (or chmod-ed): what
+    # it holds keeps its old times, so it goes whole, with a listing of every directory in it.
+    : > "$__ks_c/whole"
+    if [ -n "$bs" ]; then
+      while IFS= builtin read -r -d '' f; do
+        [ "$f" != . ] && [ -d "$f" ] && [ ! -L "$f" ] && ! [ "$f" -nt "$bs" ] && builtin printf '%s\0' "$f" >> "$__ks_c/whole"
+      done < "$__ks_c/changed"
+    fi
+    if [ -s "$__ks_c/whole" ]; then
+      while IFS= builtin read -r -d '' f; do
+        command find "$f" -mindepth 1 -print0 >> "$__ks_c/changed" 2>/dev/null
+        command find "$f" -mindepth 1 -type d -print0 > "$__ks_c/subdirs" 2>/dev/null
+        __ks_list "$__ks_c/subdirs" "$list"
+      done < "$__ks_c/whole"
+    fi
   fi
-  local kind=T; [ $mode = journal ] && kind=J
-  if [ ! -s "$__ks_d/changed" ]; then
+  if [ ! -s "$__ks_c/changed" ]; then
     builtin printf '\n@@KIMI-SYNC %s %s 0\n' "$nonce" "$kind"
   else
-    if [ $mode = find ]; then
-      while IFS= builtin read -r -d '' f; do
-        [ -d "$f" ] && [ ! -L "$f" ] || continue
-        builtin printf '%s\0' "$f"; command find "$f" -mindepth 1 -maxdepth 1 -print0 2>/dev/null; builtin printf '\0'
-      done < "$__ks_d/changed" > "$__ks_d/{LISTING}"
-    fi
-    command tar -c -f "$__ks_d/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
-      -C "$__ks_d" {LISTING} --null -C "$__ks_w" -T "$__ks_d/changed" 2>/dev/null
-    __ks_send "$nonce" "$__ks_d/out.tar" "$kind"
+    command rm -f -- "$__ks_c/out.tar"
+    command tar -c -f "$__ks_c/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
+      -C "$__ks_c" "{LISTING}.$nonce" --null -C "$__ks_w" -T "$__ks_c/changed" 2>/dev/null
+    rc=$?
+    if (( rc > 1 )); then __ks_fail "$nonce" "tar could not pack the changed files (exit $rc; is the disk full?)"
+    else __ks_send "$nonce" "$__ks_c/out.tar" "$kind"; fi
+    command rm -f -- "$__ks_c/out.tar" "$list"
   fi
   __ks_prune "${{base:-0}}"
   builtin cd / ; true
@@ -140,20 +200,43 @@ __ks_prune() {{
   done
   true
 }}
-__ks_mark() {{ command touch -- "$__ks_d/stamp.$2" && builtin printf '\n@@KIMI-SYNC %s L 0\n' "$1" || __ks_fail "$1" "cannot write in $__ks_d"; }}
-__ks_stamps() {{ local f; builtin printf '' > "$__ks_d/stamps"; for f in "$__ks_d"/stamp.*; do [ -e "$f" ] && builtin printf '%s\n' "${{f##*.}}" >> "$__ks_d/stamps"; done; __ks_send "$1" "$__ks_d/stamps" L; }}
+__ks_mark() {{ __ks_prep "$1" || return; {{ : > "$__ks_d/stamp.$2"; }} 2>/dev/null && builtin printf '\n@@KIMI-SYNC %s L 0\n' "$1" || __ks_fail "$1" "cannot write in $__ks_d"; }}
+__ks_stamps() {{
+  local f; __ks_prep "$1" || return
+  : > "$__ks_c/stamps"
+  for f in "$__ks_d"/stamp.*; do [ -e "$f" ] && builtin printf '%s\n' "${{f##*.}}" >> "$__ks_c/stamps"; done
+  __ks_send "$1" "$__ks_c/stamps" L
+}}
 __ks_tree() {{
-  local nonce=$1; builtin shift
-  command tar -c -f "$__ks_d/out.tar" --hard-dereference --ignore-failed-read -C "$__ks_w" -- "$@" 2>/dev/null
-  __ks_send "$nonce" "$__ks_d/out.tar" T
+  # Whole directories (new to the host), with a listing of every directory in them.
+  local nonce=$1 f rc list; builtin shift
+  __ks_prep "$nonce" || return
+  list=$__ks_c/{LISTING}.$nonce
+  builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
+  : > "$list"; : > "$__ks_c/changed"
+  for f in "$@"; do
+    command find "./$f" -print0 >> "$__ks_c/changed" 2>/dev/null
+    command find "./$f" -type d -print0 > "$__ks_c/subdirs" 2>/dev/null
+    __ks_list "$__ks_c/subdirs" "$list"
+  done
+  command rm -f -- "$__ks_c/out.tar"
+  command tar -c -f "$__ks_c/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
+    -C "$__ks_c" "{LISTING}.$nonce" --null -C "$__ks_w" -T "$__ks_c/changed" 2>/dev/null
+  rc=$?
+  if (( rc > 1 )); then __ks_fail "$nonce" "tar could not pack the new directories (exit $rc)"
+  else __ks_send "$nonce" "$__ks_c/out.tar" T; fi
+  command rm -f -- "$__ks_c/out.tar" "$list"
+  builtin cd / ; true
 }}
 __ks_ls() {{
   local nonce=$1 f; builtin shift
-  for f in "$@"; do
-    [ -d "$__ks_w/$f" ] && [ ! -L "$__ks_w/$f" ] || continue
-    builtin printf '%s\0' "$f"; (builtin cd -- "$__ks_w" && command find "$f" -mindepth 1 -maxdepth 1 -print0 2>/dev/null); builtin printf '\0'
-  done > "$__ks_d/ls"
-  __ks_send "$nonce" "$__ks_d/ls" L
+  __ks_prep "$nonce" || return
+  builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
+  : > "$__ks_c/ls"
+  for f in "$@"; do builtin printf '%s\0' "./$f"; done > "$__ks_c/want"
+  __ks_list "$__ks_c/want" "$__ks_c/ls"
+  __ks_send "$nonce" "$__ks_c/ls" L
+  builtin cd / ; true
 }}
 __ks_parent_ok() {{
   local rest=$1 cur=$__ks_w part
@@ -168,30 +251,37 @@ __ks_parent_ok() {{
   done
 }}
 __ks_take() {{
-  # The next $2 bytes of this shell's input are the tar __ks_place applies (head reads no further).
-  command rm -rf -- "$__ks_d/push" "$__ks_d/push.tar"
-  command head -c "$2" > "$__ks_d/push.tar" && command tar -x -f "$__ks_d/push.tar" -C "$__ks_d" 2>/dev/null \
-    || {{ __ks_fail "$1" "cannot unpack the files sent in"; return; }}
+  # A base64 tar comes as this call's here-document (so whatever fails, bash has consumed it and
+  # never runs it); __ks_place applies it.
+  __ks_prep "$1" || {{ command cat > /dev/null; return; }}
+  command rm -rf -- "$__ks_c/push" "$__ks_c/push.tar"
+  {{ command base64 -d > "$__ks_c/push.tar" && command tar -x -f "$__ks_c/push.tar" -C "$__ks_c"; }} 2>/dev/null \
+    || {{ __ks_fail "$1" "cannot unpack the files sent in (is the disk full?)"; return; }}
   __ks_place "$1"
 }}
 __ks_place() {{
-  local nonce=$1 p t
-  builtin printf '' > "$__ks_d/refused"
+  # Move the files of $2/push (default: this channel's) into the workspace, each only after
+  # checking that no directory on its way is a symlink; answers the refused paths.
+  local nonce=$1 src=${{2:-$__ks_c}} p t
+  __ks_prep "$nonce" || return
+  : > "$__ks_c/refused"
+  [ -f "$src/push/del" ] && [ -f "$src/push/put" ] || {{ __ks_fail "$nonce" "the files sent in are missing"; return; }}
   while IFS= builtin read -r -d '' p; do
-    if __ks_parent_ok "$p"; then command rm -rf -- "$__ks_w/$p"; else builtin printf '%s\0' "$p" >> "$__ks_d/refused"; fi
-  done < "$__ks_d/push/del"
+    if __ks_parent_ok "$p"; then command rm -rf -- "$__ks_w/$p"; else builtin printf '%s\0' "$p" >> "$__ks_c/refused"; fi
+  done < "$src/push/del"
   while IFS= builtin read -r -d '' p; do
     t=$__ks_w/$p
-    if ! __ks_parent_ok "$p"; then builtin printf '%s\0' "$p" >> "$__ks_d/refused"; continue; fi
-    if [ -d "$__ks_d/push/f/$p" ] && [ ! -L "$__ks_d/push/f/$p" ]; then
+    if ! __ks_parent_ok "$p"; then builtin printf '%s\0' "$p" >> "$__ks_c/refused"; continue; fi
+    if [ -d "$src/push/f/$p" ] && [ ! -L "$src/push/f/$p" ]; then
       [ -d "$t" ] && [ ! -L "$t" ] || {{ command rm -rf -- "$t"; command mkdir -- "$t"; }}
     else
       [ -d "$t" ] && [ ! -L "$t" ] && command rm -rf -- "$t"
-      command mv -f -T -- "$__ks_d/push/f/$p" "$t" 2>/dev/null || builtin printf '%s\0' "$p" >> "$__ks_d/refused"
+      command mv -f -T -- "$src/push/f/$p" "$t" 2>/dev/null || builtin printf '%s\0' "$p" >> "$__ks_c/refused"
     fi
-  done < "$__ks_d/push/put"
-  command rm -rf -- "$__ks_d/push"
-  __ks_send "$nonce" "$__ks_d/refused" L
+  done < "$src/push/put"
+  command rm -rf -- "$src/push" "$__ks_c/push.tar"
+  [ "$src" = "$__ks_c" ] || command rm -rf -- "$src"
+  __ks_send "$nonce" "$__ks_c/refused" L
 }}
 """
 
@@ -252,6 +342,7 @@ class WorkspaceSync:
         self._chan: Channel | None = None
         self._base: int | None = None  # the stamp the host has applied everything up to
         self._next = 1
+        self._pending: set[str] = set()  # tool writes that could not be sent in yet
         self.on_sync: Callable[[SyncReport], None] | None = None
 
     # -- the channel ---------------------------------------------------------------------------
@@ -271,17 +362,24 @@ class WorkspaceSync:
                 pass
             chan.close()
 
-    def _call(self, function: str, *args: str, timeout: float = 300.0,
-              payload: bytes | None = None) -> tuple[str, bytes]:
-        """Run one helper function; (kind, payload) of its frame. ``payload`` follows the command
-        line on the shell's input (for __ks_take). One retry on a fresh channel when the old one
+    def _call(self, function: str, *args: str, timeout: float = 120.0,
+              heredoc: bytes | None = None) -> tuple[str, IO[bytes]]:
+        """Run one helper function; (kind, payload) of its frame, the payload spooled to a
+        temporary file (a pull can be large). ``heredoc`` is given to the function as a
+        here-document of base64 lines: bash consumes it whatever the function does, so no byte of
+        it can ever run as a command. ``timeout`` counts from the last byte received, so a large
+        transfer that keeps moving is never cut. One retry on a fresh channel when the old one
         had died (the container was restarted)."""
         for attempt in (0, 1):
             nonce = secrets.token_hex(6)
-            line = " ".join([function, nonce, *(shlex.quote(a) for a in args)]) + "\n"
+            line = " ".join([function, nonce, *(shlex.quote(a) for a in args)])
+            data = line.encode("utf-8", "surrogateescape")
+            if heredoc is not None:
+                end = f"KIMI_PUSH_{nonce}".encode()
+                data += b" <<'" + end + b"'\n" + base64.encodebytes(heredoc) + end
             try:
                 chan = self._channel()
-                chan.send(line.encode("utf-8", "surrogateescape") + (payload or b""))
+                chan.send(data + b"\n")
                 return self._read_frame(chan, nonce, timeout)
             except (OSError, SandboxError) as exc:
                 self.close()
@@ -289,11 +387,9 @@ class WorkspaceSync:
                     raise SandboxError(f"cannot sync the workspace with the container: {exc}") from None
         raise AssertionError("unreachable")
 
-    def _read_frame(self, chan: Channel, nonce: str, timeout: float) -> tuple[str, bytes]:
-        deadline = time.monotonic() + timeout
+    def _read_frame(self, chan: Channel, nonce: str, timeout: float) -> tuple[str, IO[bytes]]:
         buf = bytearray()
         marker = _FRAME + nonce.encode() + b" "
-        header_end = -1
         while True:
             start = buf.find(marker)
             if start >= 0:
@@ -301,22 +397,34 @@ class WorkspaceSync:
                 if header_end >= 0:
                     kind, _, size_s = bytes(buf[start + len(marker):header_end]).decode().partition(" ")
                     size = int(size_s)
-                    while len(buf) < header_end + 1 + size:
-                        self._more(chan, buf, deadline)
-                    return kind, bytes(buf[header_end + 1:header_end + 1 + size])
-            self._more(chan, buf, deadline)
+                    out = tempfile.SpooledTemporaryFile(_SPOOL)
+                    body = buf[header_end + 1:header_end + 1 + size]
+                    out.write(body)
+                    left = size - len(body)
+                    while left > 0:
+                        chunk = self._recv(chan, timeout)
+                        out.write(chunk[:left])
+                        left -= len(chunk)
+                    out.seek(0)
+                    return kind, out
+            buf += self._recv(chan, timeout)
 
     @staticmethod
-    def _more(chan: Channel, buf: bytearray, deadline: float) -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise SandboxError("the container did not answer the workspace sync in time")
-        data = chan.recv(left)
+    def _recv(chan: Channel, timeout: float) -> bytes:
+        data = chan.recv(timeout)
         if data is None:
-            raise SandboxError("the container did not answer the workspace sync in time")
+            raise SandboxError(f"the container sent nothing for {timeout:g}s during a workspace sync")
         if not data:
             raise SandboxError("the container's sync shell ended")
-        buf += data
+        return data
+
+    @staticmethod
+    def _text(kind: str, payload: IO[bytes]) -> bytes:
+        data = payload.read()
+        payload.close()
+        if kind == "E":
+            raise SandboxError(data.decode("utf-8", "replace") or "the sync helper failed")
+        return data
 
     # -- seeding -------------------------------------------------------------------------------
     def seed(self) -> int:
@@ -336,6 +444,7 @@ class WorkspaceSync:
                 self._archive_members(out, name, rels)
                 out.seek(0)
                 self.remote.tar_in(parent or "/", out)
+        self.host.known.seeded(r for r in rels if not _in_git_dir(r))
         self._base = None
         self._set_stamps()
         self._mark_host()
@@ -389,7 +498,7 @@ class WorkspaceSync:
     def _set_stamps(self) -> None:
         """Start the container's stamp sequence after the newest stamp it holds (a first scan
         with no base stamp sets one)."""
-        kind, data = self._call("__ks_stamps")
+        data = self._text(*self._call("__ks_stamps"))
         numbers = sorted(int(x) for x in data.decode().split() if x.isdigit())
         if numbers:
             self._base = numbers[0]
@@ -399,14 +508,14 @@ class WorkspaceSync:
             self._next = 1
         if self._base is None:
             # Everything the container holds now is what the host sent: start the sequence.
-            kind, data = self._call("__ks_mark", str(self._next))
-            if kind == "E":
-                raise SandboxError(data.decode("utf-8", "replace"))
+            self._text(*self._call("__ks_mark", str(self._next)))
             self._base = self._next
             self._next += 1
 
     def _mark_host(self) -> None:
-        if self.stamp_file is None:
+        """Move the host's stamp forward: only while no write waits to go in, so a resumed
+        process still finds those writes newer than the stamp and sends them."""
+        if self.stamp_file is None or self._pending:
             return
         try:
             self.stamp_file.touch()
@@ -423,29 +532,40 @@ class WorkspaceSync:
 
     # -- container -> host ---------------------------------------------------------------------
     def pull(self, *, keep: Iterable[str] = ()) -> SyncReport:
-        """Bring what changed in the container since the last sync to the host's copy."""
+        """Bring what changed in the container since the last sync to the host's copy (writes a
+        tool could not send in earlier go first)."""
         started = time.monotonic()
+        if self._pending:
+            self._flush_pending()
         if self._base is None:
             self._set_stamps()
         nxt = self._next
-        kind, data = self._call("__ks_scan", str(self._base), str(nxt))
-        if kind == "E":
-            raise SandboxError(data.decode("utf-8", "replace"))
-        applied = self.host.apply(data, keep=keep)
+        kind, payload = self._call("__ks_scan", str(self._base), str(nxt))
         journal = kind == "J"
+        applied = self._apply(kind, payload, keep)
         rounds = 0
         while applied.new_dirs and rounds < 8:
             rounds += 1
-            more_kind, more = self._call("__ks_tree", *applied.new_dirs)
-            extra = self.host.apply(more, keep=keep)
+            wanted = _outermost(applied.new_dirs)
+            extra = self._apply(*self._call("__ks_tree", *wanted), keep)
             applied.written += extra.written
             applied.deleted += extra.deleted
             applied.refused += extra.refused
-            applied.new_dirs = [d for d in extra.new_dirs if d not in applied.new_dirs]
+            applied.new_dirs = [d for d in extra.new_dirs if not any(_below(d, w) for w in wanted)]
         self._base, self._next = nxt, nxt + 1
         if applied.changed:
             self._mark_host()
         return self._report(applied, started, journal)
+
+    def _apply(self, kind: str, payload: IO[bytes], keep: Iterable[str]) -> Applied:
+        if kind == "E":
+            self._text(kind, payload)
+        try:
+            return self.host.apply(payload, keep=keep)
+        except (OSError, tarfile.TarError) as exc:
+            raise SandboxError(f"the changes from the sandbox could not be applied here: {exc}") from None
+        finally:
+            payload.close()
 
     def _report(self, applied: Applied, started: float, journal: bool = False) -> SyncReport:
         report = SyncReport(sorted(set(applied.written)), applied.deleted, applied.refused,
@@ -456,18 +576,37 @@ class WorkspaceSync:
 
     # -- host -> container ---------------------------------------------------------------------
     def push(self, rels: Iterable[str], deleted: Iterable[str] = ()) -> SyncReport:
-        """Send host paths (files a tool wrote) to the container, and delete ``deleted`` there."""
-        import tarfile
-
-        started = time.monotonic()
+        """Send host paths (files a tool wrote) to the container, and delete ``deleted`` there.
+        On failure they are kept and sent before the next sync (and the host's stamp stays
+        behind them, so a resumed process sends them too)."""
         put = [r for r in dict.fromkeys(rels) if r and r != "."]
         dele = [r for r in dict.fromkeys(deleted) if r and r != "."]
+        try:
+            return self._push(put, dele)
+        except SandboxError:
+            self._pending.update(put)
+            self._pending.update(dele)
+            raise
+
+    def _flush_pending(self) -> None:
+        pending = sorted(self._pending)
+        self._pending.clear()
+        try:
+            self._push([p for p in pending if self.host.exists(p)], [p for p in pending if not self.host.exists(p)])
+        except SandboxError:
+            self._pending.update(pending)
+            raise
+
+    def _push(self, put: list[str], dele: list[str]) -> SyncReport:
+        started = time.monotonic()
+        nonce_dir = f"in.{secrets.token_hex(6)}"
         with tempfile.SpooledTemporaryFile(_SPOOL) as out:
-            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 present: list[str] = []
                 for rel in put:
                     info = self.host.entry(rel, self.owner, "push/f/")
                     if info is not None:
+                        info[0].mtime = int(info[0].mtime)
                         tar.addfile(*info)
                         present.append(rel)
                     else:
@@ -481,13 +620,12 @@ class WorkspaceSync:
             size = out.tell()
             out.seek(0)
             if size <= _INLINE:
-                kind, refused_raw = self._call("__ks_take", str(size), payload=out.read())
+                frame = self._call("__ks_take", heredoc=out.read())
             else:
-                self.remote.tar_in(self.sync_dir, out)
-                kind, refused_raw = self._call("__ks_place")
-        if kind == "E":
-            raise SandboxError(refused_raw.decode("utf-8", "replace"))
-        refused = [os.fsdecode(p) for p in refused_raw.split(b"\0") if p]
+                staged = _prefixed(out, nonce_dir)
+                self.remote.tar_in(self.sync_dir, staged)
+                frame = self._call("__ks_place", f"{self.sync_dir}/{nonce_dir}")
+        refused = [os.fsdecode(p) for p in self._text(*frame).split(b"\0") if p]
         self._mark_host()
         done = Applied(written=[p for p in present if p not in refused], deleted=dele, refused=refused)
         self.host.known.add(done.written)
@@ -503,10 +641,12 @@ class WorkspaceSync:
         host_dirs: list[str] = []
         if mark is not None:
             host_changed, host_dirs = self.host.changed_since(mark)
+        # Git-ignored files that never went in (a .env, node_modules) stay here, even when changed.
+        host_changed = self.host.sendable(host_changed)
         pulled = self.pull(keep=host_changed)
         deleted: list[str] = []
         if host_dirs:
-            _, raw = self._call("__ks_ls", *host_dirs)
+            raw = self._text(*self._call("__ks_ls", *host_dirs))
             for rel, names in parse_listing(raw).items():
                 mine = self.host.listing(rel)
                 if mine is None:
@@ -518,3 +658,32 @@ class WorkspaceSync:
         if mark is None:
             self._mark_host()
         return pulled, pushed
+
+
+def _in_git_dir(rel: str) -> bool:
+    return rel == ".git" or rel.startswith(".git/")
+
+
+def _below(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def _outermost(dirs: list[str]) -> list[str]:
+    """The directories not inside another one of the list (each is fetched whole)."""
+    out: list[str] = []
+    for d in sorted(set(dirs)):
+        if not any(_below(d, o) for o in out):
+            out.append(d)
+    return out
+
+
+def _prefixed(src: IO[bytes], prefix: str) -> IO[bytes]:
+    """The same archive with every member under ``prefix/`` (a staging directory of its own)."""
+    out = tempfile.SpooledTemporaryFile(_SPOOL)
+    with tarfile.open(fileobj=src, mode="r:") as tin, tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m) if m.isreg() else None
+            m.name = f"{prefix}/{m.name}"
+            tout.addfile(m, data)
+    out.seek(0)
+    return out

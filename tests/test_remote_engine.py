@@ -148,6 +148,8 @@ def test_kill_9_mid_command_then_resume_reattaches_and_brings_the_work_back(tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]
         shell = _results_of(fake, "shell")
         assert fake.request_count == 4
+        notices = [str(m.get("content")) for m in fake.requests[-1]["messages"] if m.get("role") == "user"]
+    assert any("were brought back: b.txt" in n for n in notices), notices  # the agent is told
     assert (repo / "a.txt").read_text() == "one\n"
     assert (repo / "b.txt").read_text() == "two\n"  # brought back from the kept container on reattach
     assert shell[-1].startswith("one\ntwo")

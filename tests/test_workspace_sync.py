@@ -251,3 +251,141 @@ def test_ignored_files_the_container_made_are_deleted_when_it_deletes_them(tmp_p
     fresh.reconcile()
     assert not (repo / "build" / "made-in-container.o").exists()
     assert (repo / "build" / "out.o").exists() and (repo / "secret.env").exists()
+
+
+def test_a_host_only_ignored_file_is_never_replaced_by_the_containers(tmp_path: Path, watch: bool) -> None:
+    repo = _repo(tmp_path)
+    (repo / ".env.example").write_text("API_KEY=changeme\n")
+    (repo / ".gitignore").write_text("secret.env\nbuild/\n.env\n")
+    (repo / ".env").write_text("API_KEY=the-users-real-key\n")
+    sync, ws = _sync(tmp_path, repo, watch)
+    sync.seed()
+    assert not (ws / ".env").exists()
+    sync.pull()
+    _tick()
+    subprocess.run(["cp", ".env.example", ".env"], cwd=ws, check=True)
+    report = sync.pull()
+    assert (repo / ".env").read_text() == "API_KEY=the-users-real-key\n"
+    assert any(r.startswith(".env (") for r in report.refused)
+
+
+def test_moving_a_directory_keeps_the_host_only_files_inside_it(tmp_path: Path, watch: bool) -> None:
+    repo = make_repo(tmp_path / "host", {"src/main.py": "print(1)\n", ".gitignore": "*.local\n"})
+    (repo / "src" / ".env.local").write_text("TOKEN=2\n")
+    sync, ws = _sync(tmp_path, repo, watch)
+    sync.seed()
+    sync.pull()
+    _tick()
+    os.rename(ws / "src", ws / "app")
+    sync.pull()
+    assert (repo / "app" / "main.py").read_text() == "print(1)\n"
+    assert (repo / "src" / ".env.local").read_text() == "TOKEN=2\n"  # kept, and so is its directory
+    assert not (repo / "src" / "main.py").exists()
+
+
+def test_a_directory_replaced_by_a_moved_one_comes_back_with_its_contents(tmp_path: Path, watch: bool) -> None:
+    repo = make_repo(tmp_path / "host", {"a/x.txt": "A\n", "b/x.txt": "B\n"})
+    sync, ws = _sync(tmp_path, repo, watch)
+    sync.seed()
+    sync.pull()
+    _tick()
+    subprocess.run(["bash", "-c", "rm -rf b && mv a b"], cwd=ws, check=True)
+    sync.pull()
+    assert (repo / "b" / "x.txt").read_text() == "A\n" and not (repo / "a").exists()
+    assert sync.pull().changed == 0
+
+
+def test_submodules_and_nested_repositories_go_in_whole(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "host", {"main.c": "int main;\n"})
+    nested = make_repo(repo / "vendor" / "lib", {"lib.c": "int lib;\n"})
+    (nested / "local-wip.c").write_text("wip\n")
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    assert (ws / "vendor/lib/lib.c").read_text() == "int lib;\n"
+    assert (ws / "vendor/lib/local-wip.c").exists() and (ws / "vendor/lib/.git/HEAD").exists()
+    sync.pull()
+    _tick()
+    (ws / "vendor/lib/config.h").write_text("#define X\n")
+    sync.pull()
+    assert (repo / "vendor/lib/config.h").exists() and (repo / "vendor/lib/local-wip.c").exists()
+    assert (repo / "vendor/lib/.git/HEAD").exists()
+
+
+def test_a_leading_dash_in_a_host_directory_name_is_never_an_option(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "host", {"main.py": "x = 1\n", "setup.cfg": "[x]\n"})
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    sync.pull()
+    sync.close()
+    _tick()
+    (repo / "-delete").mkdir()  # made here while nothing ran (a user, a rewind)
+    (repo / "-delete" / "note.txt").write_text("n\n")
+    fresh, _ = _sync(tmp_path, repo)
+    fresh.reconcile()
+    assert (ws / "main.py").exists() and (ws / "setup.cfg").exists()
+    assert (ws / "-delete" / "note.txt").read_text() == "n\n"
+    assert fresh.pull().changed == 0 and (repo / "main.py").exists()
+
+
+def test_reconcile_never_sends_host_only_ignored_files(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    sync.pull()
+    sync.close()
+    _tick()
+    (repo / "secret.env").write_text("TOKEN=rotated\n")  # ignored, changed while nothing ran
+    (repo / "notes.txt").write_text("n\n")
+    fresh, _ = _sync(tmp_path, repo)
+    fresh.reconcile()
+    assert not (ws / "secret.env").exists() and (ws / "notes.txt").read_text() == "n\n"
+
+
+def test_a_wiped_sync_directory_is_made_again_and_a_push_never_runs_as_commands(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo, watch=False)
+    sync.seed()
+    sync.pull()
+    subprocess.run(["rm", "-rf", str(tmp_path / "syncdir")], check=True)  # a command ran rm -rf /tmp/*
+    (repo / "tool.sh").write_text(f"touch {tmp_path}/pwned\n")
+    assert sync.push(["tool.sh"]).written == ["tool.sh"]
+    assert (ws / "tool.sh").exists() and not (tmp_path / "pwned").exists()
+    _tick()
+    (ws / "after.txt").write_text("a\n")
+    assert "after.txt" in sync.pull().written
+
+
+def test_a_watcher_that_cannot_start_costs_no_wait(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo, watch=True)
+    sync.seed()
+    _tick()
+    (ws / "a.txt").write_text("scan\n")
+    started = time.monotonic()
+    report = sync.pull()
+    assert not report.journal and "a.txt" in report.written
+    assert time.monotonic() - started < 20  # it waited out no 60 s start-up (nor 10 s per scan)
+    assert (repo / "a.txt").read_text() == "scan\n"
+
+
+def test_a_large_file_is_streamed_not_held_in_memory(tmp_path: Path) -> None:
+    import resource
+
+    repo = _repo(tmp_path)
+    sync, ws = _sync(tmp_path, repo)
+    sync.seed()
+    sync.pull()
+    _tick()
+    with open(ws / "big.bin", "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sync.pull()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert (repo / "big.bin").stat().st_size == 200 << 20
+    assert grown_mb < 120, grown_mb  # a 200 MB file, spooled to disk and copied in chunks

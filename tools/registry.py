@@ -48,6 +48,10 @@ MAX_TOOLS = 128
 DEFAULT_MAX_WORKERS = 8
 
 
+# Tools that work through the sandbox's commands, which bring the sandbox's changes back themselves.
+COMMAND_TOOLS = frozenset({"shell", "run_tests"})
+
+
 @dataclass
 class ToolSpec:
     name: str
@@ -244,6 +248,8 @@ class ToolRegistry:
         returns a result (the user refused the call), the call does not run and that is its result.
         """
         results: list[ToolResult | None] = [None] * len(calls)
+        if any(n not in COMMAND_TOOLS for n, _ in calls):
+            ctx.refresh()  # a sandbox with its own copy: what its background processes wrote, first
         flags = [self.is_read_only(n, a) for n, a in calls]
         i = 0
         while i < len(calls):

@@ -7,6 +7,8 @@ parameters become a model and a JSON schema). Tool modules import these names fr
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Any, BinaryIO, Protocol, Union
 
 from kimi_code.sandbox.base import Sandbox
 from kimi_code.sandbox.errors import SandboxError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,17 @@ class ToolContext:
     todo: list[dict] = field(default_factory=list)  # the current plan (the loop keeps it updated)
     media: MediaSink | None = None  # the session's media store; None: media go inline as data URLs
     sandbox_root: str = "/workspace"  # where commands see the workspace (the workspace_path setting)
+
+    def refresh(self) -> None:
+        """Before file tools look: a sandbox with its own copy of the workspace brings back what
+        changed there since its last command returned (a background process's writes)."""
+        sync = getattr(self.sandbox, "sync_workspace", None)
+        if sync is None:
+            return
+        try:
+            sync()
+        except SandboxError as exc:
+            log.warning("could not bring the sandbox's latest changes back: %s", exc)
 
     def wrote(self, rel: str) -> None:
         """A tool wrote this workspace path on the host: a sandbox with its own copy of the
