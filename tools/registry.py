@@ -156,6 +156,12 @@ class ToolRegistry:
     def spec(self, name: str) -> ToolSpec:
         return self._tools[name]
 
+    def subset(self, keep: Callable[[ToolSpec], bool]) -> ToolRegistry:
+        """A new registry with the tools ``keep`` accepts, in the same order (a read-only agent's)."""
+        reg = ToolRegistry(max_workers=self.max_workers)
+        reg._tools = {name: spec for name, spec in self._tools.items() if keep(spec)}
+        return reg
+
     def schemas(self) -> list[dict[str, Any]]:
         """Entries of the request's ``tools`` field, in registration order (stable for caching)."""
         return [copy.deepcopy(s.schema()) for s in self._tools.values()]
