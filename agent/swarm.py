@@ -79,7 +79,7 @@ class Live:
     cost: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Child:
     """A child as the parent knows it: its spawn, its state and, once ended, its result."""
 
@@ -345,8 +345,8 @@ class Swarm:
             raise ToolError("the message is empty")
         (child,) = self._select([ident])
         if child.ended:
-            child.follow_up = text
-            self._record(ep.ChildStarted(child_id=child.id, resumed=True))
+            with self._cond:
+                child.follow_up, child.status, child.delivered = text, "queued", False
             self._enqueue(child)
             return ToolResult(json.dumps({"id": child.short, "name": child.name, "status": "resumed",
                                           "note": "it continues with your message; wait_agents gets its new result"}))

@@ -83,3 +83,117 @@ def test_children_editing_different_files_are_all_merged(tmp_path: Path, kind: s
     for row in rows.values():
         first = json.loads((state / row["session_id"] / "events.jsonl").read_text().splitlines()[0])
         assert first["payload"]["parent"] == summary["session_id"] == first["payload"]["root"]
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_two_children_editing_the_same_lines_one_merges_one_conflicts(tmp_path: Path, kind: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"config.txt": "name = base\nsize = 1\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("first", "rename"), agent("second", "rename differently"))),
+        "first": steps([call("edit_file", path="config.txt", old_string="name = base", new_string="name = first")]),
+        "second": steps([call("edit_file", path="config.txt", old_string="name = base", new_string="name = second")],
+                        [call("write_file", path="extra.txt", content="second's other file\n")]),
+    })
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, kind)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["name"]: r for r in spawn_result(model)["agents"]}
+    assert rows["first"]["merge"].startswith("merged")
+    second = rows["second"]
+    assert second["status"] == "success" and second["conflicts"] == ["config.txt"], second
+    assert "conflict" in second["merge"]
+    # Nothing of the conflicting child was applied, not even its non-conflicting file.
+    assert (repo / "config.txt").read_text() == "name = first\nsize = 1\n"
+    assert not (repo / "extra.txt").exists()
+    assert "<<<<<<<" not in (repo / "config.txt").read_text()
+    # Its work is kept on the ref the result names.
+    assert second["ref"] == f"refs/kimi-code/{second['session_id']}/head"
+    assert git(repo, "show", f"{second['ref']}:config.txt") == "name = second\nsize = 1\n"
+    assert git(repo, "show", f"{second['ref']}:extra.txt") == "second's other file\n"
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_a_read_only_child_cannot_write(tmp_path: Path, kind: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"notes.md": "keep me\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("reviewer", "review notes.md", mode="read_only"))),
+        "reviewer": steps([call("read_file", path="notes.md")],
+                          [call("write_file", path="notes.md", content="overwritten\n")],
+                          [call("finish", summary="notes.md says keep me")]),
+    })
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, _ = run_root(repo, tmp_path, fake, kind)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (repo / "notes.md").read_text() == "keep me\n"
+    tools = json.loads(model.prompts["reviewer"][1])
+    names = {t["function"]["name"] for t in tools}
+    assert "read_file" in names and "finish" in names
+    assert not names & {"write_file", "edit_file", "shell", "run_tests", "spawn_agents"}
+    refused = [m for m in model.bodies["reviewer"] if m.get("role") == "tool" and m.get("name") == "write_file"]
+    assert refused and "Unknown tool 'write_file'" in refused[0]["content"]
+    row = spawn_result(model)["agents"][0]
+    assert row["status"] == "success" and row["summary"] == "notes.md says keep me"
+    assert row["merge"] == "none (read_only)"
+
+
+def _priced_turn(calls: list) -> Turn:
+    return Turn(tool_calls=calls, usage={"prompt_tokens": 100_000, "completion_tokens": 1_000, "total_tokens": 101_000,
+                                         "cached_tokens": 0})
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_a_tree_wide_max_cost_stops_every_child(tmp_path: Path, kind: str) -> None:
+    from kimi_code.agent.config import model_info
+
+    per_request = model_info("kimi-k2.6").cost(100_000, 1_000, 0)
+    cap = round(per_request * 12.5, 6)
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+
+    def root(turn: int, messages: list) -> Turn:
+        if turn == 0:
+            return _priced_turn(spawn(*(agent(f"w{i}", "count forever") for i in range(5))))
+        return _priced_turn([call("finish", summary="done")])
+
+    def worker(turn: int, messages: list) -> Turn:
+        return _priced_turn([call("shell", command=f"echo step {turn}")])
+
+    model = SwarmModel({"root": root}, default=worker)
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, kind, "--max-cost", str(cap))
+        requests = fake.request_count
+    assert proc.returncode == 3, proc.stderr[-3000:]  # EXIT_LIMIT
+    assert summary["status"] == "limit"
+    rows = summary["agents"]
+    assert len(rows) == 5 and all(r["status"] == "limit" for r in rows), rows
+    tree_cost = summary["agents_total"]["tree_cost"]
+    assert tree_cost == pytest.approx(summary["cost"] + sum(r["cost"] for r in rows))
+    # No request after the cap: the tree spent at most the cap plus the one request in flight.
+    assert tree_cost <= cap + per_request + 1e-9
+    assert requests <= int(cap / per_request) + 1
+    assert requests == len(model.answered)
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_message_agent_to_a_finished_child(tmp_path: Path, kind: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("scribe", "write one.txt")),
+                      [call("message_agent", id="scribe", text="now also write two.txt")],
+                      [call("wait_agents", ids=["a1"])]),
+        "scribe": steps([call("write_file", path="one.txt", content="1\n")],
+                        [call("finish", summary="wrote one.txt")],
+                        [call("write_file", path="two.txt", content="2\n")],
+                        [call("finish", summary="wrote two.txt too")]),
+    })
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, kind)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (repo / "one.txt").read_text() == "1\n" and (repo / "two.txt").read_text() == "2\n"
+    sent = json.loads(tool_results(model.bodies["root"], "message_agent")[0])
+    assert sent["status"] == "resumed"
+    waited = json.loads(tool_results(model.bodies["root"], "wait_agents")[0])["agents"][0]
+    assert waited["summary"] == "wrote two.txt too" and waited["merge"] == "merged (1 file(s))"
+    # The follow-up reached the child as the user's instructions, in the same session.
+    continues = [m for m in model.bodies["scribe"] if m.get("role") == "user" and "now also write two.txt" in str(m.get("content"))]
+    assert len(continues) == 1
+    assert summary["agents"][0]["session_id"] == waited["session_id"]
