@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,7 @@ class Kit:
     budget: TreeBudget
     view: Any
     prefixes: dict[str, tuple[str, list[dict[str, Any]], ToolRegistry | None]] = field(default_factory=dict)
+    git_lock: threading.Lock = field(default_factory=threading.Lock)  # `git worktree add` one at a time
 
     def in_sandbox(self, path: Path) -> str:
         rel = os.path.relpath(path, self.host_root)
@@ -219,7 +221,8 @@ class Children:
             ws = Path(child.worktree or worktrees.worktree_path(self.repo, child.id))
             if not (ws / ".git").is_file():
                 head = worktrees.head_ref(self.repo, child.id) if resuming else None
-                worktrees.create_worktree(self.repo, child.id, head or child.base or "HEAD")
+                with kit.git_lock:
+                    worktrees.create_worktree(self.repo, child.id, head or child.base or "HEAD")
             from .checkpoints import Checkpointer
 
             checkpointer = Checkpointer(ws, child.id)
@@ -249,6 +252,7 @@ class Children:
         try:
             if state.finished and child.follow_up is None:
                 # It ended, but the parent's log did not hear of it (a crash in between).
+                session.rebuild_meta()
                 return _status(state, None, child), self._result(child, state, None, checkpointer, ws)
             loop = self._loop(child, swarm, session, recorder, state, registry, checkpointer, ws, sandbox)
             if holder is not None:

@@ -25,6 +25,7 @@ from .assembly import (  # noqa: F401 - RunOptions: cli's
     Host, Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
 from .recorder import Recorder
 from .children import attach as attach_swarm, close_swarm, swarm_tools
+from .swarm import Ledger, row as agent_row
 from .loop import AgentLoop, Outcome
 from .state import SessionState
 from .store import SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - session_key: cli's
@@ -284,7 +285,9 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         if not workspace.is_dir():
             raise SessionError(f"the session's repository {workspace} no longer exists")
         check_result_targets(workspace, options)
-        if state.finished and not options.continue_text and options.conversation is None:
+        ledger = Ledger.fold(events)
+        if (state.finished and not options.continue_text and options.conversation is None
+                and not ledger.pending()):  # sub-agents' work a crash left undone: resumed below
             # "Says so and exits 0": resuming a finished session is not a failure of this command.
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
@@ -298,6 +301,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                                                   make_checkpointer(workspace, session.id, False), view.notice)
                 finally:
                     view.close()
+            if ledger.children:
+                meta_outcome.detail["agents"] = [agent_row(c) for c in ledger.children.values()]
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
         # --continue's attachments: checked against the session's endpoint, copied into its media/.
         parts = media.attach_to_session(settings, session.root, list(options.attach)) if options.continue_text else []

@@ -158,6 +158,16 @@ class Ledger:
     def of_call(self, call_id: str) -> list[Child]:
         return [c for c in self.children.values() if c.call_id == call_id]
 
+    def pending(self) -> bool:
+        """Work a crash left undone: a child not ended, a merge under way or not yet made."""
+        for c in self.children.values():
+            tree = (c.result or {}).get("tree")
+            if not c.ended or c.pending_merge is not None:
+                return True
+            if c.mode == "worktree" and tree and (c.merge is None or c.merge.get("theirs") != tree):
+                return True
+        return False
+
 
 class ChildHost(Protocol):
     """What the swarm needs to run a child (agent/children.py)."""
@@ -393,33 +403,7 @@ class Swarm:
 
     # -- results ---------------------------------------------------------------------------
     def row(self, child: Child) -> dict[str, Any]:
-        """A child's compact result, as the parent's tool result and --output json carry it."""
-        base = {"id": child.short, "name": child.name, "session_id": child.id, "mode": child.mode}
-        if not child.ended:
-            return {**base, "status": "running" if child.loop is not None else "queued", "step": child.live.step}
-        r = child.result or {}
-        summary = str(r.get("summary") or "")
-        row = {**base, "status": r.get("status"), "summary": summary[:SUMMARY_CHARS] + ("…" if len(summary) > SUMMARY_CHARS else ""),
-               "changed_files": r.get("changed_files", []), "diffstat": r.get("diffstat", ""),
-               "merge": self._merge_text(child), "steps": r.get("steps", 0), "tokens": r.get("tokens", {}),
-               "cost": r.get("cost", 0.0), "cost_saved_by_cache": r.get("cost_saved_by_cache", 0.0)}
-        if child.merge and child.merge.get("phase") == "conflict":
-            row["conflicts"] = child.merge.get("files", [])
-            row["ref"] = child.merge.get("ref")
-        return row
-
-    @staticmethod
-    def _merge_text(child: Child) -> str:
-        if child.mode != "worktree":
-            return "none (read_only)"
-        m = child.merge
-        if m is None:
-            return "not merged yet" if (child.result or {}).get("tree") else "nothing to merge"
-        if m["phase"] == "applied":
-            return f"merged ({len(m.get('files') or [])} file(s))"
-        if m["phase"] == "nothing":
-            return "nothing to merge"
-        return f"conflict in {', '.join(m.get('files') or [])}: your workspace is unchanged; the work is on {m.get('ref')}"
+        return row(child)
 
     def _report(self, children: list[Child], what: str) -> ToolResult:
         for child in children:
@@ -517,6 +501,36 @@ class Swarm:
         with self._cond:
             texts, child.inbox = child.inbox, []
         return texts
+
+
+def row(child: Child) -> dict[str, Any]:
+    """A child's compact result, as the parent's tool result and --output json carry it."""
+    base = {"id": child.short, "name": child.name, "session_id": child.id, "mode": child.mode}
+    if not child.ended:
+        return {**base, "status": "running" if child.loop is not None else "queued", "step": child.live.step}
+    r = child.result or {}
+    summary = str(r.get("summary") or "")
+    row = {**base, "status": r.get("status"), "summary": summary[:SUMMARY_CHARS] + ("…" if len(summary) > SUMMARY_CHARS else ""),
+           "changed_files": r.get("changed_files", []), "diffstat": r.get("diffstat", ""),
+           "merge": _merge_text(child), "steps": r.get("steps", 0), "tokens": r.get("tokens", {}),
+           "cost": r.get("cost", 0.0), "cost_saved_by_cache": r.get("cost_saved_by_cache", 0.0)}
+    if child.merge and child.merge.get("phase") == "conflict":
+        row["conflicts"] = child.merge.get("files", [])
+        row["ref"] = child.merge.get("ref")
+    return row
+
+
+def _merge_text(child: Child) -> str:
+    if child.mode != "worktree":
+        return "none (read_only)"
+    m = child.merge
+    if m is None:
+        return "not merged yet" if (child.result or {}).get("tree") else "nothing to merge"
+    if m["phase"] == "applied":
+        return f"merged ({len(m.get('files') or [])} file(s))"
+    if m["phase"] == "nothing":
+        return "nothing to merge"
+    return f"conflict in {', '.join(m.get('files') or [])}: your workspace is unchanged; the work is on {m.get('ref')}"
 
 
 def expand_agents(agents: list[AgentSpec] | None, template: str | None, items: list[str] | None,

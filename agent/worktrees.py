@@ -57,7 +57,8 @@ def worktree_path(repo: Path, child_id: str) -> Path:
 
 
 def create_worktree(repo: Path, child_id: str, commit: str) -> Path:
-    """The child's worktree at ``commit`` (detached); one left half-made by a crash is made again."""
+    """The child's worktree at ``commit`` (detached); one left half-made by a crash is made again.
+    Callers serialize it per repository (``git worktree`` edits shared administrative files)."""
     repo = Path(repo)
     root = repo / AGENTS_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -67,9 +68,9 @@ def create_worktree(repo: Path, child_id: str, commit: str) -> Path:
     path = root / child_id
     if (path / ".git").is_file():
         return path
-    if path.exists():
+    if path.exists():  # half-made by a crash: git's record of it goes with it
         shutil.rmtree(path)
-    _git(repo, "worktree", "prune")
+        _git(repo, "worktree", "prune")
     _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
     # Relative, so the same worktree works at /workspace/... inside the sandbox.
     gitdir = (path / ".git").read_text().split(":", 1)[1].strip()
