@@ -533,6 +533,50 @@ def _merge_text(child: Child) -> str:
     return f"conflict in {', '.join(m.get('files') or [])}: your workspace is unchanged; the work is on {m.get('ref')}"
 
 
+def session_tree(metas: list[Any]) -> list[tuple[Any, int]]:
+    """Sessions (most recent first) with each sub-agent right under its parent: (meta, depth)."""
+    ids = {m.id for m in metas}
+    kids: dict[str, list[Any]] = {}
+    for m in metas:
+        if m.parent and m.parent in ids:
+            kids.setdefault(m.parent, []).append(m)
+    out: list[tuple[Any, int]] = []
+
+    def add(meta: Any, depth: int) -> None:
+        out.append((meta, depth))
+        for kid in sorted(kids.get(meta.id, []), key=lambda k: k.created):
+            add(kid, depth + 1)
+
+    for m in metas:
+        if not (m.parent and m.parent in ids):
+            add(m, 0)
+    return out
+
+
+def agents_summary(events: Iterable[Event]) -> str:
+    """`kimi-code show ROOT --agents`: one line per child, then the totals."""
+    children = list(Ledger.fold(events).children.values())
+    if not children:
+        return "no sub-agents"
+    lines = []
+    cost = steps = 0.0
+    for child in children:
+        r = row(child)
+        cost += float(r.get("cost") or 0)
+        steps += int(r.get("steps") or 0)
+        share = (r.get("tokens") or {}).get("cached_share")
+        lines.append(f"{r['id']:>5}  {r['name'][:24]:<24} {str(r['status']):<9} {int(r.get('steps') or 0):>4} steps  "
+                     f"${float(r.get('cost') or 0):.4f}" + (f"  cached {share:.0%}" if share is not None else "")
+                     + f"  {r.get('merge', '')}  {r['session_id']}")
+    counts: dict[str, int] = {}
+    for child in children:
+        key = str((child.result or {}).get("status")) if child.ended else "unfinished"
+        counts[key] = counts.get(key, 0) + 1
+    lines.append(f"{len(children)} sub-agent(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                 + f"; {int(steps)} steps, ${cost:.4f}")
+    return "\n".join(lines)
+
+
 def expand_agents(agents: list[AgentSpec] | None, template: str | None, items: list[str] | None,
                   mode: str = "worktree") -> list[AgentSpec]:
     """``agents``, or one agent per item of ``items`` with ``{item}`` in ``template`` replaced."""

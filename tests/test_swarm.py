@@ -197,3 +197,45 @@ def test_message_agent_to_a_finished_child(tmp_path: Path, kind: str) -> None:
     continues = [m for m in model.bodies["scribe"] if m.get("role") == "user" and "now also write two.txt" in str(m.get("content"))]
     assert len(continues) == 1
     assert summary["agents"][0]["session_id"] == waited["session_id"]
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_watching_and_inspecting_children(tmp_path: Path, kind: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("left", "write left.txt"), agent("right", "look around", mode="read_only"))),
+        "left": steps([call("write_file", path="left.txt", content="left\n")]),
+        "right": steps([call("list_files", path=".")]),
+    })
+    env = cli_env(tmp_path)
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args(kind),
+                        "--output", "stream-json", "watch them"], env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    root = events[0]["session_id"]
+    life = [(e["type"], e["payload"].get("child_id")) for e in events if e["type"].startswith("child_")]
+    kids = [f"{root}-a1", f"{root}-a2"]
+    for kid in kids:
+        assert ("child_spawned", kid) in life and ("child_started", kid) in life and ("child_ended", kid) in life
+    ended = {e["payload"]["child_id"]: e["payload"] for e in events if e["type"] == "child_ended"}
+    assert ended[kids[0]]["status"] == "success" and ended[kids[0]]["result"]["changed_files"] == ["left.txt"]
+    assert ("child_merge", kids[0]) in life
+
+    listing = run_cli(["sessions"], {**env, "COLUMNS": "300"})
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if root in line and "└" not in line)
+    assert any("└" in line and "-a1" in line for line in lines[at + 1:])
+    agents = run_cli(["show", root, "--agents"], env)
+    assert agents.returncode == 0 and "left" in agents.stdout and "right" in agents.stdout
+    assert "2 sub-agent(s): 2 success" in agents.stdout
+    shown = run_cli(["show", kids[0]], env)
+    assert shown.returncode == 0 and "left.txt" in shown.stdout
+    diff = run_cli(["diff", kids[0]], env)
+    assert diff.returncode == 0 and "+left" in diff.stdout
+    export = run_cli(["export", kids[1], "--format", "trajectory"], env)
+    assert export.returncode == 0 and json.loads(export.stdout)
+    # `resume --last` means the last root, never one of its children.
+    again = run_cli(["resume", "--last", "--output", "json"], env)
+    assert again.returncode == 0 and json.loads(again.stdout)["session_id"] == root
