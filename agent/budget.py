@@ -85,6 +85,15 @@ class TreeBudget:
                     return None
                 self._cond.wait(0.5)
 
+    def close(self, kind: str) -> None:
+        """The root stopped at a limit of its own: no session of the tree is admitted again."""
+        with self._cond:
+            if self.reached is None:
+                value, limit = {"steps": (self.steps, self.max_steps), "cost": (round(self.cost, 6), self.max_cost),
+                                "time": (round(time.monotonic() - self.started, 3), self.max_time)}.get(kind, (0, 0))
+                self.reached = Reached(kind, value, limit or 0)
+            self._cond.notify_all()
+
     def done(self) -> None:
         """The admitted request ended (answered or failed); charge() has been called for it."""
         with self._cond:

@@ -466,13 +466,17 @@ class Swarm:
         Otherwise: children still going are cancelled, and every result not yet collected is
         merged, so no child's work is left behind."""
         interrupted = outcome.status in ("interrupted",)
+        limited = outcome.status == "limit" and self.parent.budget is not None
+        if limited:  # the tree's budget is spent: running children end with status limit
+            kind = str(outcome.detail.get("kind", "steps"))
+            self.parent.budget.close(kind)  # type: ignore[union-attr]
         for child in list(self.ledger.children.values()):
             if child.ended:
                 continue
             if interrupted:
                 if child.loop is not None:
                     child.loop.signals.interrupts += 1
-            else:
+            elif not (limited and child.loop is not None):
                 child.cancel = f"the parent's run ended ({outcome.status})"
         if interrupted:
             with self._cond:

@@ -239,3 +239,36 @@ def test_watching_and_inspecting_children(tmp_path: Path, kind: str) -> None:
     # `resume --last` means the last root, never one of its children.
     again = run_cli(["resume", "--last", "--output", "json"], env)
     assert again.returncode == 0 and json.loads(again.stdout)["session_id"] == root
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_a_merge_cut_short_by_a_crash_is_completed_on_resume(tmp_path: Path, kind: str) -> None:
+    """The parent's log ends right after a merge's intent (a kill while its files were being
+    written, one of two written): resume completes it, and the spawn call picks its child up."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("pair", "write two files"))),
+        "pair": steps([call("write_file", path="a.txt", content="A\n"), call("write_file", path="b.txt", content="B\n")]),
+    })
+    env = cli_env(tmp_path)
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, kind, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        log = tmp_path / "state" / summary["session_id"] / "events.jsonl"
+        lines = log.read_text().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines)
+                  if json.loads(line)["type"] == "child_merge" and json.loads(line)["payload"]["phase"] == "intent")
+        log.write_text("".join(lines[:at + 1]))
+        (repo / "b.txt").unlink()  # half-applied: a.txt written, b.txt not yet
+        (tmp_path / "state" / summary["session_id"] / "meta.json").unlink()
+        again = run_cli(["resume", summary["session_id"], "--base-url", fake.base_url, "--output", "json"], env,
+                        timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (repo / "a.txt").read_text() == "A\n" and (repo / "b.txt").read_text() == "B\n"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    merges = [e["payload"]["phase"] for e in events if e["type"] == "child_merge"]
+    assert merges == ["intent", "applied"]
+    assert [e for e in events if e["type"] == "child_started"][-1:] and \
+        sum(1 for e in events if e["type"] == "child_spawned") == 1
+    assert json.loads(again.stdout)["agents"][0]["merge"] == "merged (2 file(s))"
+    assert model.answered.count(("pair", 0)) == 1  # the child was never run again
