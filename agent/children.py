@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kimi_code.sandbox.base import DEFAULT_OUTPUT_CAP, ExecResult, Sandbox, SandboxInfo
 from kimi_code.sandbox.shell import PersistentShell
-from kimi_code.tools.registry import ToolContext, ToolRegistry
+from kimi_code.tools.registry import Handler, ToolContext, ToolRegistry, ToolSpec
 from kimi_code.tools.types import ToolError
 
 from . import event_payloads as ep
@@ -168,9 +168,28 @@ def child_registry(mode: str, spawns: bool, holder: Any) -> ToolRegistry:
     full = default_tools()
     if mode == "read_only":
         full = full.subset(lambda spec: spec.read_only is True or spec.name in ("todo", "finish"))
+    else:
+        full = full.subset(lambda spec: True, _worktree_paths)
     if spawns:
         register_tools(full, holder if holder is not None else _no_swarm)
     return full
+
+
+def _worktree_paths(spec: ToolSpec) -> Handler:
+    """A worktree child is told its directory as the sandbox sees it (/workspace/.kimi-code/...):
+    a path given that way means the same file as the path relative to the worktree."""
+    inner = spec.handler
+    if "path" not in (spec.parameters.get("properties") or {}):
+        return inner
+
+    def handler(args: dict[str, Any], ctx: ToolContext) -> Any:
+        path = args.get("path")
+        where = ctx.sandbox.cwd if isinstance(ctx.sandbox, ChildSandbox) else None
+        if isinstance(path, str) and where and (path == where or path.startswith(where.rstrip("/") + "/")):
+            args = {**args, "path": path[len(where.rstrip("/")) + 1:] or "."}
+        return inner(args, ctx)
+
+    return handler
 
 
 def _no_swarm() -> Swarm:

@@ -4,6 +4,7 @@ each request by its session's task), git worktrees and the real Docker sandbox."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def spawn_result(model: SwarmModel) -> dict[str, Any]:
     return json.loads(results[-1])
 
 
+def gamma(turn: int, messages: list) -> Turn:
+    """Writes by the absolute path of its working directory, as its task message names it."""
+    where = re.search(r"Your working directory: (\S+) ", str(messages[1]["content"])).group(1)
+    if turn == 0:
+        return Turn(tool_calls=[call("write_file", path=f"{where}/docs/gamma.md", content="# gamma\n")])
+    return Turn(tool_calls=[call("finish", summary="wrote docs/gamma.md")])
+
+
 @pytest.mark.parametrize("kind", DOCKER)
 def test_children_editing_different_files_are_all_merged(tmp_path: Path, kind: str) -> None:
     repo = make_repo(tmp_path / "repo", {"README.md": "hello\n", "src/core.py": "x = 1\n"})
@@ -48,7 +57,7 @@ def test_children_editing_different_files_are_all_merged(tmp_path: Path, kind: s
         "alpha": steps([call("write_file", path="alpha.txt", content="from alpha\n")],
                        [call("shell", command="pwd && cat alpha.txt")]),
         "beta": steps([call("edit_file", path="src/core.py", old_string="x = 1", new_string="x = 2")]),
-        "gamma": steps([call("write_file", path="docs/gamma.md", content="# gamma\n")]),
+        "gamma": gamma,
     })
     with FakeKimi(model, api_key=KEY) as fake:
         proc, summary = run_root(repo, tmp_path, fake, kind)
