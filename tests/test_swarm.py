@@ -281,3 +281,22 @@ def test_a_merge_cut_short_by_a_crash_is_completed_on_resume(tmp_path: Path, kin
         sum(1 for e in events if e["type"] == "child_spawned") == 1
     assert json.loads(again.stdout)["agents"][0]["merge"] == "merged (2 file(s))"
     assert model.answered.count(("pair", 0)) == 1  # the child was never run again
+
+
+def test_the_live_view_shows_the_swarm(tmp_path: Path) -> None:
+    from terminal import Terminal
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    slow = lambda calls: Turn(tool_calls=calls, delay=2.0)  # noqa: E731 - the view has time to show them
+    model = SwarmModel({
+        "root": steps(spawn(agent("north", "look"), agent("south", "look"))),
+        "north": steps(slow([call("shell", command="echo north")]), slow([call("finish", summary="north done")])),
+        "south": steps(slow([call("shell", command="echo south")]), slow([call("finish", summary="south done")])),
+    })
+    with FakeKimi(model, api_key=KEY) as fake:
+        term = Terminal(tmp_path, ["run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                   "watch the swarm"], cli_env(tmp_path))
+        screen = term.wait_for("agents: 2 running · 0 queued · 0 done · 0 failed")
+        assert "north" in screen and "south" in screen
+        assert term.exit_code() == 0
+        assert "ended (success)" in term.screen()
