@@ -277,6 +277,8 @@ class Children:
             if holder is not None:
                 holder.swarm = self._nested(child, loop, checkpointer, ws, session)
             child.loop = loop
+            if swarm.stopping:
+                loop.signals.interrupts += 1
             swarm.started(child, resumed=resuming)
             if sandbox is not None:
                 sandbox.start()

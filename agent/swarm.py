@@ -203,6 +203,7 @@ class Swarm:
         self._view_lock = threading.Lock()
         self._current_call: str | None = None
         self._closed = False
+        self.stopping = False  # the parent was interrupted: children stop where they are
         parent.observers.append(self._observe)
 
     # -- recording -------------------------------------------------------------------------
@@ -480,8 +481,11 @@ class Swarm:
                 child.cancel = f"the parent's run ended ({outcome.status})"
         if interrupted:
             with self._cond:
-                self._closed = True
+                self._closed = self.stopping = True
                 self._queue.clear()
+            for child in list(self.ledger.children.values()):  # those that got their loop meanwhile
+                if not child.ended and child.loop is not None and not child.loop.signals.interrupts:
+                    child.loop.signals.interrupts += 1
         else:
             self._dispatch()
         deadline = time.monotonic() + 600

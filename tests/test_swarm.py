@@ -12,7 +12,7 @@ import pytest
 
 from helpers import KEY, cli_env, git, make_repo, run_cli, sandbox_args
 from kimi_code.agent.fake_kimi import FakeKimi, Turn
-from swarm_model import SwarmModel, call, steps, tool_results
+from swarm_model import SwarmModel, call, steps, tag_of, tool_results
 
 DOCKER = [pytest.param("docker", marks=pytest.mark.docker), "local"]
 
@@ -300,3 +300,40 @@ def test_the_live_view_shows_the_swarm(tmp_path: Path) -> None:
         assert "north" in screen and "south" in screen
         assert term.exit_code() == 0
         assert "ended (success)" in term.screen()
+
+
+def test_sigterm_stops_the_children_where_they_are_and_resume_finishes_them(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from helpers import cli_cmd
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+
+    def worker(turn: int, messages: list) -> Turn:
+        if turn < 3:
+            return Turn(tool_calls=[call("shell", command=f"echo {turn} >> steps-{tag_of(messages)}.txt")], delay=0.5)
+        return Turn(tool_calls=[call("finish", summary="three steps")])
+
+    model = SwarmModel({"root": steps(spawn(*(agent(f"s{i}", "step") for i in range(4))))}, default=worker)
+    env = cli_env(tmp_path)
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc = subprocess.Popen(cli_cmd("run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none",
+                                        "--output", "json", "stop and go"), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while sum(1 for tag, _ in model.answered if tag != "root") < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err[-3000:]  # EXIT_TERMINATED
+        root = json.loads(out)["session_id"]
+        events = [json.loads(line) for line in (tmp_path / "state" / root / "events.jsonl").read_text().splitlines()]
+        assert not [e for e in events if e["type"] == "child_ended"]  # stopped, not ended: resumable
+        again = run_cli(["resume", root, "--base-url", fake.base_url, "--output", "json"], env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = json.loads(again.stdout)["agents"]
+    assert [r["status"] for r in rows] == ["success"] * 4
+    for i in range(4):
+        assert (repo / f"steps-s{i}.txt").read_text().split() == ["0", "1", "2"]
