@@ -94,3 +94,18 @@ def test_a_worktree_is_git_excluded_and_points_to_the_repository_relatively(tmp_
     (path / "a.txt").unlink()  # half-made by a crash: made again
     (path / ".git").unlink()
     assert (worktrees.create_worktree(repo, "s-a1", head) / "a.txt").exists()
+
+
+def test_the_swarm_tools_schemas_are_pinned() -> None:
+    """spawn_agents, wait_agents, message_agent and cancel_agents are a public interface and part of
+    the cached prefix: a change must be deliberate (regenerate tests/fixtures/swarm_tool_schemas.json)."""
+    import json
+
+    from kimi_code.agent.swarm import SWARM_TOOLS, register_tools
+    from kimi_code.tools.registry import ToolRegistry
+
+    registry = ToolRegistry()
+    register_tools(registry, lambda: None)  # type: ignore[arg-type, return-value]
+    assert registry.names == list(SWARM_TOOLS)
+    fixture = Path(__file__).parent / "fixtures" / "swarm_tool_schemas.json"
+    assert json.dumps(registry.schemas(), indent=2, ensure_ascii=False) + "\n" == fixture.read_text(encoding="utf-8")
