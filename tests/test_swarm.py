@@ -337,3 +337,44 @@ def test_sigterm_stops_the_children_where_they_are_and_resume_finishes_them(tmp_
     assert [r["status"] for r in rows] == ["success"] * 4
     for i in range(4):
         assert (repo / f"steps-s{i}.txt").read_text().split() == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("kind", DOCKER)
+def test_template_items_without_waiting_then_message_cancel_and_a_childs_own_budget(tmp_path: Path, kind: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+
+    def root(turn: int, messages: list) -> Turn:
+        script = [
+            [call("spawn_agents", template="[agent:{item}] keep going", items=["busy", "chatty"], wait=False)],
+            spawn(agent("capped", "keep going", max_steps=2), wait=False),
+            [call("message_agent", id="item-2", text="PLEASE WRITE reply.txt")],
+            [call("cancel_agents", ids=["item-1"])],
+            [call("wait_agents")],
+        ]
+        return Turn(tool_calls=script[turn]) if turn < len(script) else Turn(tool_calls=[call("finish", summary="ok")])
+
+    def busy(turn: int, messages: list) -> Turn:
+        return Turn(tool_calls=[call("shell", command=f"echo {turn}")], delay=0.3)
+
+    def chatty(turn: int, messages: list) -> Turn:
+        if any("PLEASE WRITE reply.txt" in str(m.get("content")) for m in messages if m.get("role") == "user"):
+            if not tool_results(messages, "write_file"):
+                return Turn(tool_calls=[call("write_file", path="reply.txt", content="got it\n")])
+            return Turn(tool_calls=[call("finish", summary="replied")])
+        return Turn(tool_calls=[call("shell", command="echo waiting")], delay=0.3)
+
+    model = SwarmModel({"root": root, "busy": busy, "chatty": chatty, "capped": busy})
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, kind)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    started = json.loads(tool_results(model.bodies["root"], "spawn_agents")[0])
+    assert [r["name"] for r in started["agents"]] == ["item-1", "item-2"]
+    assert all(r["status"] in ("queued", "running") for r in started["agents"])
+    sent = json.loads(tool_results(model.bodies["root"], "message_agent")[0])
+    assert sent["note"].startswith("delivered")  # to a running child: read before its next step
+    cancelled = json.loads(tool_results(model.bodies["root"], "cancel_agents")[0])["agents"]
+    assert [r["status"] for r in cancelled] == ["cancelled"]
+    rows = {r["name"]: r for r in summary["agents"]}
+    assert rows["item-2"]["status"] == "success" and rows["item-2"]["summary"] == "replied"
+    assert rows["capped"]["status"] == "limit" and rows["capped"]["steps"] == 2
+    assert (repo / "reply.txt").read_text() == "got it\n"
