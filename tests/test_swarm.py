@@ -312,9 +312,9 @@ def test_sigterm_stops_the_children_where_they_are_and_resume_finishes_them(tmp_
     repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
 
     def worker(turn: int, messages: list) -> Turn:
-        if turn < 3:
+        if turn < 6:
             return Turn(tool_calls=[call("shell", command=f"echo {turn} >> steps-{tag_of(messages)}.txt")], delay=0.5)
-        return Turn(tool_calls=[call("finish", summary="three steps")])
+        return Turn(tool_calls=[call("finish", summary="six steps")])
 
     model = SwarmModel({"root": steps(spawn(*(agent(f"s{i}", "step") for i in range(4))))}, default=worker)
     env = cli_env(tmp_path)
@@ -330,13 +330,16 @@ def test_sigterm_stops_the_children_where_they_are_and_resume_finishes_them(tmp_
         assert proc.returncode == 143, err[-3000:]  # EXIT_TERMINATED
         root = json.loads(out)["session_id"]
         events = [json.loads(line) for line in (tmp_path / "state" / root / "events.jsonl").read_text().splitlines()]
-        assert not [e for e in events if e["type"] == "child_ended"]  # stopped, not ended: resumable
+        ended = {e["payload"]["child_id"] for e in events if e["type"] == "child_ended"}
+        spawned = {e["payload"]["child_id"] for e in events if e["type"] == "child_spawned"}
+        assert len(spawned - ended) >= 2  # stopped where they were, not ended: resumable
+        assert not [e for e in events if e["type"] == "child_ended" and e["payload"]["status"] != "success"]
         again = run_cli(["resume", root, "--base-url", fake.base_url, "--output", "json"], env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = json.loads(again.stdout)["agents"]
     assert [r["status"] for r in rows] == ["success"] * 4
     for i in range(4):
-        assert (repo / f"steps-s{i}.txt").read_text().split() == ["0", "1", "2"]
+        assert (repo / f"steps-s{i}.txt").read_text().split() == [str(k) for k in range(6)]
 
 
 @pytest.mark.parametrize("kind", DOCKER)
