@@ -361,8 +361,7 @@ class Children:
                 result.update(tree=tree, base_tree=base_tree, head=state.last_checkpoint,
                               ref=f"{checkpointer.head_ref}",
                               changed_files=[p for _, _, _, p in worktrees.changed_paths(ws, base_tree, tree)],
-                              diffstat=worktrees.diffstat(ws, base_tree, tree).splitlines()[-1:][0]
-                              if tree != base_tree else "")
+                              diffstat=(worktrees.diffstat(ws, base_tree, tree).splitlines() or [""])[-1].strip())
             except KimiCodeError as exc:
                 result["merge_error"] = str(exc)
         return result
