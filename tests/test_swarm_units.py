@@ -109,3 +109,42 @@ def test_the_swarm_tools_schemas_are_pinned() -> None:
     assert registry.names == list(SWARM_TOOLS)
     fixture = Path(__file__).parent / "fixtures" / "swarm_tool_schemas.json"
     assert json.dumps(registry.schemas(), indent=2, ensure_ascii=False) + "\n" == fixture.read_text(encoding="utf-8")
+
+
+def test_one_back_off_for_the_tree(tmp_path: Path) -> None:
+    """A 429 seen by one session of a tree holds back the other sessions' requests too (one shared
+    back-off), over one shared SDK client (one connection pool), against the real fake server."""
+    from kimi_code.agent.client import ModelClient, SharedTransport
+    from kimi_code.agent.config import Settings
+    from kimi_code.agent.fake_kimi import FakeKimi, Fault, Turn
+
+    arrivals: list[tuple[float, str]] = []
+    answers = iter([Fault.rate_limited(retry_after=2), Turn(content="a"), Turn(content="b")])
+
+    def responder(body: dict) -> object:
+        arrivals.append((time.monotonic(), body["messages"][-1]["content"]))
+        return next(answers)
+
+    with FakeKimi(responder) as fake:
+        settings = Settings(base_url=fake.base_url, api_key=fake.api_key, retry_window=60)
+        shared = SharedTransport()
+        a, b = ModelClient(settings, shared=shared), ModelClient(settings, shared=shared)
+        done: dict[str, str] = {}
+
+        def ask(client: ModelClient, text: str) -> None:
+            done[text] = client.complete([{"role": "user", "content": text}], session_id="s").content
+
+        first = threading.Thread(target=ask, args=(a, "from a"))
+        first.start()
+        while not arrivals:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a got its 429 and backs off for 2 s; b asks now
+        second = threading.Thread(target=ask, args=(b, "from b"))
+        second.start()
+        first.join(30)
+        second.join(30)
+        connections = fake.connections
+    assert done == {"from a": "a", "from b": "b"} or done == {"from a": "b", "from b": "a"}
+    t429 = arrivals[0][0]
+    assert all(t - t429 >= 1.9 for t, _ in arrivals[1:])  # nobody asked before the back-off ended
+    assert a._sdk is b._sdk and connections <= 2
