@@ -368,10 +368,16 @@ class Swarm:
 
     def cancel(self, ids: list[str]) -> ToolResult:
         children = self._select(ids)
-        for child in children:
-            if not child.ended:
-                child.cancel = "cancelled by the parent"
-        self._dispatch()  # queued ones end at once
+        queued: list[Child] = []
+        with self._cond:
+            for child in children:
+                if not child.ended:
+                    child.cancel = "cancelled by the parent"
+                    if child.id in self._queue:
+                        self._queue.remove(child.id)
+                        queued.append(child)
+        for child in queued:  # never started: they end now, whatever runs
+            self._end(child, "cancelled", {"summary": f"cancelled before it started: {child.cancel}"})
         self._wait([c for c in children if not c.ended], "all", 120.0)
         return self._report(children, "cancelled")
 

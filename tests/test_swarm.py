@@ -381,3 +381,49 @@ def test_template_items_without_waiting_then_message_cancel_and_a_childs_own_bud
     assert rows["item-2"]["status"] == "success" and rows["item-2"]["summary"] == "replied"
     assert rows["capped"]["status"] == "limit" and rows["capped"]["steps"] == 2
     assert (repo / "reply.txt").read_text() == "got it\n"
+
+
+def test_with_max_depth_2_a_child_spawns_its_own_children(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    model = SwarmModel({
+        "root": steps(spawn(agent("mid", "delegate"))),
+        "mid": steps(spawn(agent("leaf", "write leaf.txt")), [call("write_file", path="mid.txt", content="mid\n")]),
+        "leaf": steps([call("write_file", path="leaf.txt", content="leaf\n")]),
+    })
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, "local", env=cli_env(tmp_path, KIMI_CODE_MAX_DEPTH="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (repo / "leaf.txt").read_text() == "leaf\n" and (repo / "mid.txt").read_text() == "mid\n"
+    mid_tools = {t["function"]["name"] for t in json.loads(model.prompts["mid"][1])}
+    leaf_tools = {t["function"]["name"] for t in json.loads(model.prompts["leaf"][1])}
+    assert "spawn_agents" in mid_tools and "spawn_agents" not in leaf_tools
+    leaf_row = json.loads(tool_results(model.bodies["mid"], "spawn_agents")[0])["agents"][0]
+    assert leaf_row["status"] == "success" and leaf_row["merge"].startswith("merged")
+    meta = json.loads((tmp_path / "state" / leaf_row["session_id"] / "meta.json").read_text())
+    assert meta["parent"] == summary["agents"][0]["session_id"] and meta["root"] == summary["session_id"]
+
+
+def test_max_agents_queues_the_rest_in_order_and_a_queued_child_can_be_cancelled(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    order: list[str] = []
+
+    def worker(turn: int, messages: list) -> Turn:
+        from swarm_model import tag_of as tag
+
+        if turn == 0:
+            order.append(tag(messages))
+            return Turn(tool_calls=[call("shell", command="echo hi")], delay=0.3)
+        return Turn(tool_calls=[call("finish", summary="done")])
+
+    model = SwarmModel({
+        "root": steps(spawn(*(agent(f"q{i}", "work") for i in range(4)), wait=False),
+                      [call("cancel_agents", ids=["q3"])], [call("wait_agents")]),
+    }, default=worker)
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, "local", env=cli_env(tmp_path, KIMI_CODE_MAX_AGENTS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert order == ["q0", "q1", "q2"]  # one at a time, in spawn order; q3 never started
+    rows = {r["name"]: r for r in summary["agents"]}
+    assert rows["q3"]["status"] == "cancelled" and "before it started" in rows["q3"]["summary"]
+    assert not (tmp_path / "state" / rows["q3"]["session_id"]).exists()
+    assert [rows[f"q{i}"]["status"] for i in range(3)] == ["success"] * 3
