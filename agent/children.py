@@ -439,6 +439,7 @@ def attach(runner: Runner, loop: AgentLoop, checkpointer: Checkpointer | None, h
     swarm = Swarm(parent=loop, ledger=Ledger.fold(events or []), host=Children(kit, kit.root_id, runner.workspace, 0),
                   max_agents=settings.max_agents, depth=0, max_depth=settings.max_depth, checkpointer=checkpointer,
                   workspace=runner.workspace, view=runner.view)
+    swarm.worktrees_visible = getattr(info, "workspace_mode", "mount") != "copy"
     holder.swarm = swarm
     if hasattr(runner.view, "swarm"):
         runner.view.swarm = swarm

@@ -204,6 +204,9 @@ class Swarm:
         self._current_call: str | None = None
         self._closed = False
         self.stopping = False  # the parent was interrupted: children stop where they are
+        # Worktrees live in the repository, which the sandbox must see: not so when the container
+        # holds a copy of the workspace (a remote engine's `workspace = copy`).
+        self.worktrees_visible = True
         parent.observers.append(self._observe)
 
     # -- recording -------------------------------------------------------------------------
@@ -326,6 +329,9 @@ class Swarm:
         base = self.parent.state.last_checkpoint or None
         if any(a.mode == "worktree" for a in agents) and (self.checkpointer is None or not base):
             raise ToolError("mode=worktree needs a git repository with checkpoints (use mode=read_only)")
+        if any(a.mode == "worktree" for a in agents) and not self.worktrees_visible:
+            raise ToolError("mode=worktree needs the repository bind-mounted into the sandbox; with a copied "
+                            "workspace (workspace = copy) use mode=read_only")
         batch: list[Child] = []
         for i, spec in enumerate(agents):
             child = known.get(i)
