@@ -164,7 +164,8 @@ class Ledger:
             tree = (c.result or {}).get("tree")
             if not c.ended or c.pending_merge is not None:
                 return True
-            if c.mode == "worktree" and tree and (c.merge is None or c.merge.get("theirs") != tree):
+            if (c.mode == "worktree" and tree and (c.result or {}).get("status") != "cancelled"
+                    and (c.merge is None or c.merge.get("theirs") != tree)):
                 return True
         return False
 
@@ -435,7 +436,8 @@ class Swarm:
         """Merge an ended worktree child's work into the parent's workspace, once per result."""
         r = child.result or {}
         theirs, start = r.get("tree"), r.get("base_tree")
-        if child.mode != "worktree" or not theirs or not start or self.checkpointer is None:
+        if (child.mode != "worktree" or not theirs or not start or self.checkpointer is None
+                or r.get("status") == "cancelled"):  # a cancelled child's partial work stays on its ref
             child.delivered = True
             return
         if child.merge is not None and child.merge.get("theirs") == theirs:
@@ -544,8 +546,11 @@ def _merge_text(child: Child) -> str:
     if child.mode != "worktree":
         return "none (read_only)"
     m = child.merge
+    r = child.result or {}
+    if r.get("status") == "cancelled" and r.get("changed_files") and (m is None or m.get("theirs") != r.get("tree")):
+        return f"not merged (cancelled): its work is on {r.get('ref')}"
     if m is None:
-        return "not merged yet" if (child.result or {}).get("tree") else "nothing to merge"
+        return "not merged yet" if r.get("tree") else "nothing to merge"
     if m["phase"] == "applied":
         return f"merged ({len(m.get('files') or [])} file(s))"
     if m["phase"] == "nothing":

@@ -377,6 +377,7 @@ def test_template_items_without_waiting_then_message_cancel_and_a_childs_own_bud
     assert sent["note"].startswith("delivered")  # to a running child: read before its next step
     cancelled = json.loads(tool_results(model.bodies["root"], "cancel_agents")[0])["agents"]
     assert [r["status"] for r in cancelled] == ["cancelled"]
+    assert cancelled[0]["merge"] == "nothing to merge"  # it changed nothing (a cancelled child is never merged)
     rows = {r["name"]: r for r in summary["agents"]}
     assert rows["item-2"]["status"] == "success" and rows["item-2"]["summary"] == "replied"
     assert rows["capped"]["status"] == "limit" and rows["capped"]["steps"] == 2
