@@ -545,17 +545,19 @@ def row(child: Child) -> dict[str, Any]:
 def _merge_text(child: Child) -> str:
     if child.mode != "worktree":
         return "none (read_only)"
-    m = child.merge
-    r = child.result or {}
-    if r.get("status") == "cancelled" and r.get("changed_files") and (m is None or m.get("theirs") != r.get("tree")):
-        return f"not merged (cancelled): its work is on {r.get('ref')}"
-    if m is None:
-        return "not merged yet" if r.get("tree") else "nothing to merge"
-    if m["phase"] == "applied":
-        return f"merged ({len(m.get('files') or [])} file(s))"
-    if m["phase"] == "nothing":
+    m, r = child.merge, child.result or {}
+    if m is not None and (m.get("theirs") == r.get("tree") or not r.get("tree")):
+        if m["phase"] == "applied":
+            return f"merged ({len(m.get('files') or [])} file(s))"
+        if m["phase"] == "nothing":
+            return "nothing to merge"
+        return (f"conflict in {', '.join(m.get('files') or [])}: your workspace is unchanged; "
+                f"the work is on {m.get('ref')}")
+    if not r.get("changed_files"):
         return "nothing to merge"
-    return f"conflict in {', '.join(m.get('files') or [])}: your workspace is unchanged; the work is on {m.get('ref')}"
+    if r.get("status") == "cancelled":
+        return f"not merged (cancelled): its work is on {r.get('ref')}"
+    return "not merged yet"
 
 
 def session_tree(metas: list[Any]) -> list[tuple[Any, int]]:
