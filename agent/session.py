@@ -274,6 +274,9 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         events = session.log.load()
         if not events or events[0].type != ev.SESSION_STARTED:
             raise SessionError(f"session {session.id} has no start event: nothing to resume")
+        if events[0].payload.get("root"):
+            raise SessionError(f"session {session.id} is a sub-agent: resume its root, "
+                               f"`kimi-code resume {events[0].payload['root']}` (it resumes every unfinished child)")
         state = SessionState.fold(events)
         recorded = {k: v for k, v in state.settings.items() if k in STICKY_SETTINGS}
         if recorded.get("replay") and settings_flags.get("model"):

@@ -245,6 +245,8 @@ def test_watching_and_inspecting_children(tmp_path: Path, kind: str) -> None:
     assert diff.returncode == 0 and "+left" in diff.stdout
     export = run_cli(["export", kids[1], "--format", "trajectory"], env)
     assert export.returncode == 0 and json.loads(export.stdout)
+    child = run_cli(["resume", kids[0]], env)
+    assert child.returncode == 2 and f"resume {root}" in child.stderr and "Traceback" not in child.stderr
     # `resume --last` means the last root, never one of its children.
     again = run_cli(["resume", "--last", "--output", "json"], env)
     assert again.returncode == 0 and json.loads(again.stdout)["session_id"] == root
