@@ -39,7 +39,7 @@ from .media import MEDIA_DIR, MediaStore, MediaWire, endpoint_refusal
 from .recorder import Recorder
 from .state import SessionState
 from .store import EVENTS_FILE, SessionMeta, SessionStore
-from .swarm import RESUMABLE_TOOLS, SWARM_TOOLS, Child, Ledger, Swarm, register_tools
+from .swarm import RESUMABLE_TOOLS, SWARM_TOOLS, Child, Ledger, Swarm, register_tools, row
 from .tokens import count_message, count_text, count_tools
 
 if TYPE_CHECKING:
@@ -452,6 +452,12 @@ def close_swarm(swarm: Swarm | None, outcome: Outcome) -> Outcome:
     if swarm is None:
         return outcome
     swarm.close(outcome)
+    if os.environ.get("KIMI_CODE_VERIFY_REPLAY") == "1":  # tests: the parent's log holds the whole ledger
+        folded = Ledger.fold(swarm.parent.session.log.load())
+        live = [row(c) for c in swarm.ledger.children.values() if c.ended]
+        if [row(c) for c in folded.children.values() if c.ended] != live:
+            raise RuntimeError(f"session {swarm.parent.session.id}: the sub-agents folded from its log differ "
+                               "from the live ones")
     if swarm.ledger.children:
         rows = swarm.results()
         outcome.detail["agents"] = rows
