@@ -430,3 +430,27 @@ def test_max_agents_queues_the_rest_in_order_and_a_queued_child_can_be_cancelled
     assert rows["q3"]["status"] == "cancelled" and "before it started" in rows["q3"]["summary"]
     assert not (tmp_path / "state" / rows["q3"]["session_id"]).exists()
     assert [rows[f"q{i}"]["status"] for i in range(3)] == ["success"] * 3
+
+
+def test_a_tree_wide_max_steps_and_a_childs_own_max_cost(tmp_path: Path) -> None:
+    from kimi_code.agent.config import model_info
+
+    per_request = model_info("kimi-k2.6").cost(100_000, 1_000, 0)
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+
+    def root(turn: int, messages: list) -> Turn:
+        if turn == 0:
+            return _priced_turn(spawn(agent("thrifty", "count", max_cost=round(per_request * 2.5, 6)),
+                                      *(agent(f"n{i}", "count") for i in range(3))))
+        return _priced_turn([call("finish", summary="done")])
+
+    model = SwarmModel({"root": root}, default=lambda turn, messages: _priced_turn(
+        [call("shell", command=f"echo {turn}")]))
+    with FakeKimi(model, api_key=KEY) as fake:
+        proc, summary = run_root(repo, tmp_path, fake, "local", "--max-steps", "20")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    rows = {r["name"]: r for r in summary["agents"]}
+    assert rows["thrifty"]["status"] == "limit" and rows["thrifty"]["steps"] == 3  # its own cap: 2.5 requests
+    assert all(rows[f"n{i}"]["status"] == "limit" for i in range(3))
+    # Every model turn of the tree counts; no request beyond the cap was sent.
+    assert summary["steps"] + sum(r["steps"] for r in rows.values()) == 20 == len(model.answered)
