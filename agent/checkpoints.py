@@ -359,6 +359,12 @@ class Checkpointer:
         with self._scratch_index() as scratch:
             return self._stage(scratch)
 
+    @_user_facing
+    def current_tree(self) -> str:
+        """The working tree as a tree object, as a checkpoint would hold it, without recording
+        one (a sub-agent's merge is computed against it, agent/swarm.py)."""
+        return self._current_tree()[0]
+
     # ------------------------------------------------------------------ commits and refs
 
     @_user_facing

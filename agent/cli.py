@@ -549,10 +549,13 @@ def sessions_list(ctx: typer.Context, state_dir: Optional[Path] = StateDirOpt,
         typer.echo("no sessions")
         return
     table = Table("id", "repository", "task", "status", "steps", "cost", "updated")
-    for m in metas:
+    from .swarm import session_tree  # sub-agents under their parents
+
+    for m, depth in session_tree(metas):
         updated = dt.datetime.fromtimestamp(m.updated).strftime("%Y-%m-%d %H:%M")
         # Text cells: a task or path with [brackets] is not rich markup.
-        table.add_row(m.id, Text(m.repo), Text(m.task.splitlines()[0][:50] if m.task else ""), m.status,
+        table.add_row(("  " * depth + "└ " if depth else "") + m.id, Text(m.repo),
+                      Text(m.task.splitlines()[0][:50] if m.task else ""), m.status,
                       str(m.steps), f"${m.cost:.4f}", updated)
     Console().print(table)
 
@@ -587,12 +590,18 @@ def show(
     session_id: Optional[str] = typer.Argument(None, help="Session id (default: the last one)."),
     state_dir: Optional[Path] = StateDirOpt,
     reasoning: bool = typer.Option(False, "--reasoning", help="Include the model's reasoning."),
+    agents: bool = typer.Option(False, "--agents", help="Summarise the session's sub-agents instead."),
 ) -> None:
-    """Print a readable transcript of a session."""
+    """Print a readable transcript of a session (or, with --agents, a line per sub-agent)."""
     from .transcript import render_transcript
 
     store = _store(state_dir)
     session = store.open(session_id) if session_id else store.last()
+    if agents:
+        from .swarm import agents_summary
+
+        typer.echo(agents_summary(session.log.load()))
+        return
     typer.echo(render_transcript(session.log.load(), reasoning=reasoning))
 
 

@@ -23,6 +23,7 @@ import logging
 import operator
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -332,8 +333,49 @@ def _stream_class() -> type:
     return DrainingStream
 
 
+class SharedTransport:
+    """What the sessions of one tree share (sub-agents, agent/swarm.py): one SDK client, hence one
+    connection pool, and one back-off: a 429 or an overload seen by any session holds back every
+    session's next attempt until the wait is over, so the tree slows down together instead of each
+    child hammering the endpoint on its own schedule."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._lock = threading.Lock()
+        self._sdk: openai.OpenAI | None = None
+        self._until = 0.0
+        self._clock = clock
+        self._sleep = sleep
+
+    def sdk(self, make: Callable[[], openai.OpenAI]) -> openai.OpenAI:
+        with self._lock:
+            if self._sdk is None:
+                self._sdk = make()
+            return self._sdk
+
+    def back_off(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def wait(self) -> None:
+        """Sleep until the tree's back-off is over (returns at once when there is none)."""
+        while True:
+            with self._lock:
+                left = self._until - self._clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, 1.0))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sdk is not None:
+                self._sdk.close()
+                self._sdk = None
+
+
 class ModelClient:
-    """Talks to one OpenAI-compatible endpoint serving Kimi K2.x. Not thread-safe; one per session."""
+    """Talks to one OpenAI-compatible endpoint serving Kimi K2.x. Not thread-safe; one per session
+    (sessions of one tree share their connections and back-off through ``shared``)."""
 
     def __init__(
         self,
@@ -342,8 +384,10 @@ class ModelClient:
         on_retry: Callable[[RetryNotice], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedTransport | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
         self.on_retry = on_retry
         self._sleep = sleep
         self._clock = clock
@@ -361,8 +405,14 @@ class ModelClient:
 
     @property
     def _sdk(self) -> openai.OpenAI:
+        if self._sdk_client is None and self.shared is not None:
+            self._sdk_client = self.shared.sdk(self._make_sdk)
         if self._sdk_client is None:  # lazily: a missing key only matters once we send
-            self._sdk_client = openai.OpenAI(
+            self._sdk_client = self._make_sdk()
+        return self._sdk_client
+
+    def _make_sdk(self) -> openai.OpenAI:
+        return openai.OpenAI(
                 api_key=self.settings.require_api_key(),
                 base_url=self.settings.effective_base_url,
                 max_retries=0,
@@ -370,9 +420,11 @@ class ModelClient:
                 timeout=openai.Timeout(self.settings.request_timeout,
                                        connect=min(15.0, self.settings.request_timeout)),
             )
-        return self._sdk_client
 
     def close(self) -> None:
+        if self.shared is not None:  # the tree's connections: closed by their owner
+            self._sdk_client = None
+            return
         if self._sdk_client is not None:
             self._sdk_client.close()
             self._sdk_client = None
@@ -475,6 +527,8 @@ class ModelClient:
         attempt = 0
         while True:
             attempt += 1
+            if self.shared is not None:
+                self.shared.wait()
             try:
                 result = attempt_once()
                 self._reached = True
@@ -502,6 +556,9 @@ class ModelClient:
                 if self.on_retry is not None:
                     self.on_retry(RetryNotice(attempt, wait, failure.reason, failure.status,
                                               failure.request_id, failure.discarded_output))
+                if self.shared is not None and failure.status in (429, 529, 503):
+                    self.shared.back_off(wait)  # the whole tree waits (then this attempt, too)
+                    continue
                 self._sleep(wait)
 
     def _attempt(self, data: bytes, on_delta: Callable[[str, str], None] | None) -> AssistantTurn:

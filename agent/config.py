@@ -226,6 +226,8 @@ class Settings(BaseModel):
         4_000_000, ge=0, description="media files larger than this are uploaded (files API, ms://) instead of sent inline")
     media_tokens: int = Field(100_000, ge=1_000, description="estimated tokens of media one request may carry")
     git_author: str | None = Field(None, description="'Name <email>' for --branch commits")
+    max_agents: int = Field(16, ge=1, le=300, description="sub-agents that run at once (the rest wait in order)")
+    max_depth: int = Field(1, ge=0, le=4, description="levels of sub-agents below the root (0: none)")
     # [mcp_servers.NAME] tables (tools/mcp_config.py). Not printed or recorded with the other
     # settings: env values and headers may hold secrets (`kimi-code mcp list` shows the servers).
     mcp_servers: dict[str, McpServerConfig] = Field(

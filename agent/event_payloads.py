@@ -51,6 +51,8 @@ class SessionStarted(EventPayload):
     checkpoints: bool | None = Field(None, description="false with --no-git (absent in first-wave logs)")
     attachments: list[dict[str, Any]] | None = Field(
         None, description="media given with the task (--attach): references to copies in the session's media/")
+    parent: str | None = Field(None, description="a sub-agent's parent session")
+    root: str | None = Field(None, description="a sub-agent's root session (the tree's budget holder)")
 
 
 class Sandbox(EventPayload):
@@ -232,9 +234,62 @@ class SettingsChanged(EventPayload):
     changes: dict[str, Any] = Field(description="the settings and their new values, e.g. {\"model\": \"kimi-k2.5\"}")
 
 
+class ChildSpawned(EventPayload):
+    """A sub-agent was created (agent/swarm.py); it is a session of its own, with its own log."""
+
+    TYPE = ev.CHILD_SPAWNED
+
+    child_id: str = Field(description="the child's session id")
+    name: str = Field(description="the name the parent gave it")
+    task: str = Field(description="its task, as the child received it")
+    mode: Literal["worktree", "read_only"] = Field(description="where it works")
+    call_id: str = Field(description="the spawn_agents call that made it")
+    index: int = Field(description="its position in that call")
+    depth: int = Field(description="1 for a child of the root")
+    max_steps: int | None = Field(None, description="its own step budget")
+    max_cost: float | None = Field(None, description="its own cost budget, USD")
+    base: str | None = Field(None, description="the parent's checkpoint its worktree starts from")
+    worktree: str | None = Field(None, description="its worktree on the host")
+
+
+class ChildStarted(EventPayload):
+    """A sub-agent began (or resumed) running."""
+
+    TYPE = ev.CHILD_STARTED
+
+    child_id: str = Field(description="the child's session id")
+    resumed: bool = Field(False, description="it continued an earlier run")
+
+
+class ChildEnded(EventPayload):
+    """A sub-agent stopped: its compact result, as the parent sees it."""
+
+    TYPE = ev.CHILD_ENDED
+
+    child_id: str = Field(description="the child's session id")
+    status: Literal["success", "failure", "limit", "cancelled", "error"] = Field(description="how it ended")
+    result: dict[str, Any] = Field(description="summary, changed files, diffstat, steps, tokens, cost, head")
+
+
+class ChildMerge(EventPayload):
+    """A worktree child's changes against the parent's workspace: intent first, then the outcome."""
+
+    TYPE = ev.CHILD_MERGE
+
+    child_id: str = Field(description="the child's session id")
+    phase: Literal["intent", "applied", "conflict", "nothing"] = Field(description="where the merge is")
+    base: str = Field(description="tree the child started from")
+    theirs: str = Field(description="tree of the child's final snapshot")
+    ours: str | None = Field(None, description="tree of the parent's workspace before the merge")
+    merged: str | None = Field(None, description="the merged tree written to the workspace (intent, applied)")
+    files: list[str] = Field(default_factory=list, description="files written, or the conflicting ones")
+    ref: str | None = Field(None, description="the ref holding the child's work")
+
+
 PAYLOADS: dict[str, type[EventPayload]] = {model.TYPE: model for model in (
     SessionStarted, Sandbox, UserMessage, Assistant, ToolStarted, ToolResult, Todo, Compaction, Checkpoint,
     Rewind, ApiRetry, Limit, Interrupted, Resumed, Finished, MediaUploaded, SettingsChanged,
+    ChildSpawned, ChildStarted, ChildEnded, ChildMerge,
 )}
 
 

@@ -32,16 +32,23 @@ RESUMED: Final = "resumed"
 FINISHED: Final = "finished"
 MEDIA_UPLOADED: Final = "media_uploaded"
 SETTINGS_CHANGED: Final = "settings_changed"
+# Sub-agents (agent/swarm.py), in the parent's log: each child is a session with its own log.
+CHILD_SPAWNED: Final = "child_spawned"
+CHILD_STARTED: Final = "child_started"
+CHILD_ENDED: Final = "child_ended"
+CHILD_MERGE: Final = "child_merge"
 
 ALL_TYPES: Final = frozenset(
     {SESSION_STARTED, USER_MESSAGE, ASSISTANT, TOOL_STARTED, TOOL_RESULT, TODO, COMPACTION, CHECKPOINT,
-     REWIND, SANDBOX, API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, MEDIA_UPLOADED, SETTINGS_CHANGED}
+     REWIND, SANDBOX, API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, MEDIA_UPLOADED, SETTINGS_CHANGED,
+     CHILD_SPAWNED, CHILD_STARTED, CHILD_ENDED, CHILD_MERGE}
 )
 
 
 # Events a rewind does not undo: they describe the world (money spent, the sandbox, how runs
 # ended, files uploaded to the endpoint), not the conversation.
-NOT_REWOUND: Final = frozenset({API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, SANDBOX, MEDIA_UPLOADED})
+NOT_REWOUND: Final = frozenset({API_RETRY, LIMIT, INTERRUPTED, RESUMED, FINISHED, SANDBOX, MEDIA_UPLOADED,
+                                CHILD_SPAWNED, CHILD_STARTED, CHILD_ENDED, CHILD_MERGE})
 
 
 def survives_rewind(event: "Event", to_step: int) -> bool:

@@ -37,6 +37,7 @@ from .events import Event
 from .state import INTERRUPTED_RESULT, PendingCall, SessionState
 from .compaction import Compactor
 from .recorder import Recorder
+from .budget import TreeBudget
 from .step_snapshot import Snapshotter, StepCheckpoints
 from .stop_signals import StopSignals
 from .store import SessionDir, SessionMeta
@@ -146,6 +147,17 @@ class AgentLoop:
         # Turns the message list into the one sent: images and videos from their references
         # (media.MediaWire, set by the assembly); None sends the messages as they are.
         self.wire: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        # The tree's budget when this session is part of a swarm (agent/budget.py): asked before
+        # every model request, charged after it. None: only ``limits`` apply.
+        self.budget: TreeBudget | None = None
+        # The prompt_cache_key sent (sub-agents share their root's, so the swarm shares one cache).
+        self.cache_key: str | None = None
+        # Tools whose call, cut short by a crash, is run again on resume rather than answered as
+        # interrupted: they are idempotent by their own log (spawn_agents, wait_agents).
+        self.resumable: set[str] = set()
+        # Messages sent to this session while it runs (a parent's message_agent), taken before
+        # each step and added as the user's follow-up instructions.
+        self.inbox: Callable[[], list[str]] | None = None
 
     # -- recording -------------------------------------------------------------------------
     def record(self, payload: ep.EventPayload, step: int | None = None) -> Event:
@@ -217,6 +229,9 @@ class AgentLoop:
             self._user_notice(text, kind=kind)
         self.pending_notices = []
         while True:
+            if self.inbox is not None and not self.state.finished:
+                for text in self.inbox():
+                    self._user_notice(prompts.continue_message(text), kind="continue")
             if self.state.finished:
                 return self._finished_outcome()
             if self.signals.interrupts:
@@ -231,16 +246,27 @@ class AgentLoop:
                 self._settle_checkpoint()
                 self._record_interrupt(reason)
                 return Outcome("stopped", EXIT_AGENT_FAILURE, reason)
+            if self.budget is not None:
+                reached = self.budget.admit()
+                if reached is not None:
+                    return self._limit(reached.kind, reached.value, reached.limit)
+            request_cost = 0.0
             try:
-                turn = self._ask_model()
-            except ModelAPIError as exc:
+                try:
+                    turn = self._ask_model()
+                    request_cost = turn.cost
+                except ModelAPIError as exc:
+                    self._settle_checkpoint()
+                    self._record_interrupt(f"model API failure: {exc}")
+                    return Outcome("api_error", EXIT_MODEL_API, str(exc))
+                # The previous step's snapshot ran during the request: its checkpoint goes in first.
                 self._settle_checkpoint()
-                self._record_interrupt(f"model API failure: {exc}")
-                return Outcome("api_error", EXIT_MODEL_API, str(exc))
-            # The previous step's snapshot ran during the request: its checkpoint goes in first.
-            self._settle_checkpoint()
-            step = self.state.step + 1
-            self.record(self._assistant_payload(turn), step=step)
+                step = self.state.step + 1
+                self.record(self._assistant_payload(turn), step=step)
+            finally:
+                if self.budget is not None:
+                    self.budget.charge(self.state.session_id, self.state.totals.cost, self.state.step, request_cost)
+                    self.budget.done()
             if self.state.pending:
                 self._cutoffs = self._empty_replies = 0
             else:
@@ -266,11 +292,14 @@ class AgentLoop:
         ]
         for kind, limit, value in checks:
             if limit is not None and value >= limit:
-                self._settle_checkpoint()
-                text = prompts.limit_text(kind, round(value, 4), limit)
-                self.record(ep.Limit(kind=kind, value=value, limit=limit))
-                return Outcome("limit", EXIT_LIMIT, text, {"kind": kind})
+                return self._limit(kind, value, limit)
         return None
+
+    def _limit(self, kind: str, value: float, limit: float) -> Outcome:
+        self._settle_checkpoint()
+        text = prompts.limit_text(kind, round(value, 4), limit)
+        self.record(ep.Limit(kind=kind, value=value, limit=limit))  # type: ignore[arg-type]
+        return Outcome("limit", EXIT_LIMIT, text, {"kind": kind})
 
     # -- model -----------------------------------------------------------------------------
     def max_output(self) -> int:
@@ -297,7 +326,7 @@ class AgentLoop:
         return self.client.complete(
             self.wire(messages) if self.wire is not None else messages,
             self.state.tools,
-            session_id=self.state.session_id,
+            session_id=self.cache_key or self.state.session_id,
             input_tokens=self.state.context_tokens,
             max_output_tokens=max_out,
             on_delta=getattr(self.view, "on_delta", None),
@@ -371,7 +400,8 @@ class AgentLoop:
             return
         rerun: list[PendingCall] = []
         for call in pending:
-            if call.started and not self.registry.is_read_only(call.name, call.arguments):
+            if (call.started and not self.registry.is_read_only(call.name, call.arguments)
+                    and call.name not in self.resumable):
                 self.record(ep.ToolResult(call_id=call.call_id, name=call.name, content=INTERRUPTED_RESULT,
                                           is_error=True, metadata={"interrupted": True}, interrupted=True))
             else:

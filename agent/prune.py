@@ -35,6 +35,11 @@ def remove_session(store: Any, meta: Any) -> list[str]:
         Checkpointer(Path(meta.repo), meta.id).prune()
     except Exception as exc:  # noqa: BLE001 - the repository may be gone
         warnings.append(f"refs of {meta.id} not pruned: {exc}")
+    from .worktrees import AGENTS_DIR, remove_worktree
+
+    top, sep, _ = str(meta.repo).partition("/" + AGENTS_DIR + "/")
+    if getattr(meta, "parent", None) and sep:  # a sub-agent's worktree goes with it (its work was on the refs)
+        remove_worktree(Path(top), meta.id)
     try:
         warnings.extend(_delete_uploads(store, meta))
     except Exception as exc:  # noqa: BLE001 - the endpoint may be unreachable; the session goes anyway

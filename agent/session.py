@@ -24,6 +24,8 @@ from .lazy import prefetch
 from .assembly import (  # noqa: F401 - RunOptions: cli's
     Host, Runner, RunOptions, make_checkpointer, planned_info, resume_tools, start_tools)
 from .recorder import Recorder
+from .children import attach as attach_swarm, close_swarm, swarm_tools
+from .swarm import Ledger, row as agent_row
 from .loop import AgentLoop, Outcome
 from .state import SessionState
 from .store import SessionMeta, SessionStore, new_session_id, session_key  # noqa: F401 - session_key: cli's
@@ -201,6 +203,7 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
             shutil.rmtree(staging, ignore_errors=True)
         raise
     registry = tool_sources.registry
+    swarm_holder = swarm_tools(settings, registry)  # spawn_agents & co. (agent/swarm.py)
     tools = registry.schemas()
     started = ep.SessionStarted(
         session_id=session_id, task=task, repo=str(workspace), workspace=planned.workspace,
@@ -225,12 +228,13 @@ def _start(settings: Settings, task: str, workspace: Path, options: RunOptions, 
     started = False
     try:
         loop, checkpointer, info, action, _ = runner.bring_up(registry, resuming=False, no_git=options.no_git)
+        swarm = attach_swarm(runner, loop, checkpointer, swarm_holder)
         if options.bundle and loop.checkpoints is not None:
             loop.checkpoints.bundle_path = session.root / BUNDLE_FILE
         loop.record(_sandbox_payload(action, info), step=0)
         _complete_start(loop, checkpointer, info)
         started = True
-        outcome = _turns(runner, loop, checkpointer, reopened=False)
+        outcome = close_swarm(swarm, _turns(runner, loop, checkpointer, reopened=False))
         return _finish(runner, outcome, checkpointer)
     finally:
         if not started:  # never got going: marked so, though `resume` can still complete it
@@ -270,6 +274,9 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         events = session.log.load()
         if not events or events[0].type != ev.SESSION_STARTED:
             raise SessionError(f"session {session.id} has no start event: nothing to resume")
+        if events[0].payload.get("root"):
+            raise SessionError(f"session {session.id} is a sub-agent: resume its root, "
+                               f"`kimi-code resume {events[0].payload['root']}` (it resumes every unfinished child)")
         state = SessionState.fold(events)
         recorded = {k: v for k, v in state.settings.items() if k in STICKY_SETTINGS}
         if recorded.get("replay") and settings_flags.get("model"):
@@ -281,7 +288,9 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         if not workspace.is_dir():
             raise SessionError(f"the session's repository {workspace} no longer exists")
         check_result_targets(workspace, options)
-        if state.finished and not options.continue_text and options.conversation is None:
+        ledger = Ledger.fold(events)
+        if (state.finished and not options.continue_text and options.conversation is None
+                and not ledger.pending()):  # sub-agents' work a crash left undone: resumed below
             # "Says so and exits 0": resuming a finished session is not a failure of this command.
             meta_outcome = Outcome((state.finish or {}).get("status", "success"), EXIT_OK,
                                    (state.finish or {}).get("summary", ""), {"already_finished": True})
@@ -295,6 +304,8 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
                                                   make_checkpointer(workspace, session.id, False), view.notice)
                 finally:
                     view.close()
+            if ledger.children:
+                meta_outcome.detail["agents"] = [agent_row(c) for c in ledger.children.values()]
             return RunResult(meta_outcome, session.id, state, build_summary(session.id, state, meta_outcome))
         # --continue's attachments: checked against the session's endpoint, copied into its media/.
         parts = media.attach_to_session(settings, session.root, list(options.attach)) if options.continue_text else []
@@ -305,16 +316,20 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
         try:
             settings.require_api_key()
             tool_sources = resume_tools(settings, session.id, workspace, state.tools, trust_mcp=options.trust_mcp)
+            swarm_holder = swarm_tools(settings, tool_sources.registry, state.tools)
             runner = Runner(settings, Recorder(session, state), workspace, options, replay, tools=tool_sources)
             uses_git = state.checkpoints_enabled if state.checkpoints_enabled is not None else bool(state.checkpoints)
             loop, checkpointer, sandbox_info, action, notices = runner.bring_up(
                 tool_sources.registry, resuming=True, no_git=options.no_git or not uses_git)
+            swarm = attach_swarm(runner, loop, checkpointer, swarm_holder, events)
             bundle = session.root / BUNDLE_FILE
             if loop.checkpoints is not None and bundle.exists():
                 loop.checkpoints.bundle_path = bundle
                 lost = _restore_from_bundle(checkpointer, loop, bundle, runner.view)
                 if lost:
                     notices.append(lost)
+            if swarm is not None:
+                swarm.recover()  # a merge under way completes before the workspace is checked
             loop.settle_workspace()
             loop.record(ep.Resumed(pid=os.getpid(), in_flight=[c.call_id for c in state.pending]))
             loop.record(_sandbox_payload(action, sandbox_info))
@@ -324,7 +339,7 @@ def resume(settings_flags: dict[str, Any], session_ref: str | None, options: Run
             if options.continue_text:
                 loop.pending_notices.append(("continue", media.content(prompts.continue_message(options.continue_text),
                                                                        parts)))
-            outcome = _turns(runner, loop, checkpointer, reopened=not options.continue_text)
+            outcome = close_swarm(swarm, _turns(runner, loop, checkpointer, reopened=not options.continue_text))
             return _finish(runner, outcome, checkpointer)
         finally:
             if runner is not None:

@@ -48,7 +48,8 @@ class SessionMeta:
     completion_tokens: int = 0
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
-    parent: str | None = None  # parent session of a sub-agent (future swarm work)
+    parent: str | None = None  # parent session of a sub-agent (agent/swarm.py)
+    root: str | None = None  # root session of a sub-agent's tree
     key: str | None = None  # identity used by `run --resume-if-exists`
 
     @classmethod
@@ -227,7 +228,8 @@ class SessionDir:
                            steps=state.step, cost=round(t.cost, 6), prompt_tokens=t.prompt_tokens,
                            cached_tokens=t.cached_tokens, completion_tokens=t.completion_tokens,
                            created=events[0].time, updated=events[-1].time,
-                           key=session_key(state.repo, state.task) if state.repo else None)
+                           key=session_key(state.repo, state.task) if state.repo else None,
+                           parent=events[0].payload.get("parent"), root=events[0].payload.get("root"))
         try:
             write_atomic(self.meta_path, json.dumps(asdict(meta), indent=1).encode())
         except OSError:
@@ -357,6 +359,8 @@ class SessionStore:
         """The most recently updated session that ever started (a directory left without a start
         event by a version before atomic creation is never picked)."""
         for meta in self.list():
+            if meta.parent:  # a sub-agent is resumed with its root (`resume --last` means a root)
+                continue
             try:
                 if (self.state_dir / meta.id / EVENTS_FILE).stat().st_size > 0:
                     return self.open(meta.id)

@@ -87,7 +87,33 @@ def describe(event: Event, state: Any) -> str | None:
         return f"  sandbox {p.get('action')}: {p.get('container') or p.get('backend')}"
     if t == ev.RESUMED:
         return f"resumed at step {event.step}"
+    if t == ev.CHILD_SPAWNED:
+        return f"  agent {p.get('child_id')} spawned: {p.get('name')} ({p.get('mode')}) · {_short(p.get('task', ''), 80)}"
+    if t == ev.CHILD_STARTED:
+        return f"  agent {p.get('child_id')} {'resumed' if p.get('resumed') else 'started'}"
+    if t == ev.CHILD_ENDED:
+        r = p.get("result") or {}
+        return (f"  agent {p.get('child_id')} ended ({p.get('status')}): {r.get('steps', 0)} step(s), "
+                f"${float(r.get('cost') or 0):.4f} · {_short(r.get('summary', ''), 100)}")
+    if t == ev.CHILD_MERGE and p.get("phase") != "intent":
+        what = {"applied": f"merged {len(p.get('files') or [])} file(s)", "nothing": "nothing to merge",
+                "conflict": f"CONFLICT in {', '.join(p.get('files') or [])} (work kept on {p.get('ref')})"}
+        return f"  agent {p.get('child_id')}: {what.get(p.get('phase'), p.get('phase'))}"
     return None
+
+
+def swarm_lines(swarm: Any, budget: Any) -> list[str]:
+    """The live view's swarm section: counts, the tree's cost against its budget, active children."""
+    c = swarm.counts()
+    spent = budget.cost if budget is not None else 0.0
+    cost = f"${spent:.4f}" + (f" of ${budget.max_cost:g}" if budget is not None and budget.max_cost else "")
+    lines = [f"agents: {c['running']} running · {c['queued']} queued · {c['done']} done · {c['failed']} failed"
+             f" · tree {cost}"]
+    for child in swarm.active()[:12]:
+        live = child.live
+        lines.append(f"  {child.short} {_short(child.name, 24)}  step {live.step}  "
+                     f"{'⏵ ' + live.tool if live.tool else ''}  ${live.cost:.4f}")
+    return lines
 
 
 class View(Protocol):
@@ -125,12 +151,15 @@ class StreamJsonView:
     def __init__(self, session_id: str, stream: TextIO | None = None) -> None:
         self.session_id = session_id
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()  # sub-agents' lifecycle events come from their threads
 
     def on_event(self, event: Event, state: Any) -> None:
         obj = {"v": event.v, "seq": event.seq, "type": event.type, "step": event.step,
                "time": round(event.time, 3), "session_id": self.session_id, "payload": event.payload}
-        self.stream.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self.stream.flush()
+        line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self.stream.write(line)
+            self.stream.flush()
 
     def notice(self, text: str) -> None:
         self.stream.write(json.dumps({"type": "notice", "session_id": self.session_id, "text": text}) + "\n")
@@ -148,8 +177,9 @@ class RichView:
         self._state: Any = None
         self._tool: tuple[str, float] | None = None
         self._thinking = ""
-        self._live = self._start_live()
         self._lock = threading.Lock()
+        self.swarm: Any = None  # the session's sub-agents (agent/swarm.py), shown when it has any
+        self._live = self._start_live()
 
     def _start_live(self) -> Live:
         live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
@@ -175,6 +205,9 @@ class RichView:
             parts.append(Text(f"⏵ {name}  {time.monotonic() - since:.0f}s", style="cyan"))
         elif self._thinking:
             parts.append(Text(f"… {_short(self._thinking[-200:], 110)}", style="dim"))
+        swarm = self.swarm
+        if swarm is not None and swarm.ledger.children:
+            parts.extend(Text(line, style="magenta") for line in swarm_lines(swarm, swarm.parent.budget))
         for item in state.todo[:12]:
             parts.append(Text(f"{STATUS_MARK.get(item.get('status'), '[ ]')} {_short(item.get('content', ''), 100)}",
                               style="dim" if item.get("status") == "done" else ""))

@@ -14,6 +14,7 @@ public names are re-exported here, so ``from kimi_code.tools.registry import ...
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -159,6 +160,15 @@ class ToolRegistry:
 
     def spec(self, name: str) -> ToolSpec:
         return self._tools[name]
+
+    def subset(self, keep: Callable[[ToolSpec], bool],
+               handler: Callable[[ToolSpec], Handler] | None = None) -> ToolRegistry:
+        """A new registry with the tools ``keep`` accepts, in the same order (a read-only agent's);
+        ``handler`` may give a tool a new handler (same name and schema: the model sees no change)."""
+        reg = ToolRegistry(max_workers=self.max_workers)
+        reg._tools = {name: spec if handler is None else dataclasses.replace(spec, handler=handler(spec))
+                      for name, spec in self._tools.items() if keep(spec)}
+        return reg
 
     def schemas(self) -> list[dict[str, Any]]:
         """Entries of the request's ``tools`` field, in registration order (stable for caching)."""
