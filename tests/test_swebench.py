@@ -22,7 +22,8 @@ from benchmarks.swebench import patches  # noqa: E402
 from benchmarks.swebench.patches import parse_patch, touched_files  # noqa: E402
 from benchmarks.swebench.recipes import RECIPES, recipe_for  # noqa: E402
 from benchmarks.swebench.records import Task, load_tasks  # noqa: E402
-from swebench_fixtures import make_calc_repo, make_tasks, write_jsonl  # noqa: E402
+from swebench_fixtures import (  # noqa: E402
+    agent_tool_results, make_calc_repo, make_generated_task, make_tasks, write_jsonl)
 
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -47,6 +48,7 @@ def run_bench(args: list[str], tmp_path: Path, timeout: float = 300,
 def task_set(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     base = tmp_path_factory.mktemp("swebench")
     records = make_tasks(base / "repos")
+    records.append(make_generated_task(base / "repos", records))
     return base / "repos", write_jsonl(base / "tasks.jsonl", records), records
 
 
@@ -278,6 +280,17 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_an_unreachable_docker_host_is_one_line(tmp_path: Path) -> None:
+    records_path = write_jsonl(tmp_path / "t.jsonl", [{
+        "instance_id": "a__b-1", "repo": "a/b", "base_commit": "0", "problem_statement": "", "patch": "",
+        "test_patch": "", "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]", "version": "1", "env_recipe": {"install": "true"}}])
+    proc = run_bench(["run", str(records_path), "--docker-host", "tcp://127.0.0.1:1", "--work-dir",
+                      str(tmp_path / "w"), "--out", str(tmp_path / "o.jsonl")], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Docker engine tcp://127.0.0.1:1")
+    assert "Traceback" not in proc.stderr
+
+
 # -- end to end: oracle mode in Docker -----------------------------------------------------------
 def _bench_args(task_set, tmp_path: Path, *extra: str) -> list[str]:
     from conftest import TEST_IMAGE
@@ -296,7 +309,7 @@ def _results(tmp_path: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def oracle_run(task_set, tmp_path_factory):
-    """All four tasks, two workers, once for the module (the environment image is built once per machine)."""
+    """All five tasks, two workers, once for the module (the environment image is built once per machine)."""
     from conftest import require_docker
 
     require_docker()
@@ -334,7 +347,20 @@ def test_oracle_resolves_valid_tasks(oracle_run) -> None:
         assert r["steps"] == steps and r["fail_to_pass_failed"] == [] and r["pass_to_pass_failed"] == []
         assert r["tokens"]["prompt"] > 0 and 0 < r["cached_share"] < 1 and r["patch_lines"] > 0 and r["cost"] == 0
     # Non-TTY output is a plain table with the totals line.
-    assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 2/4 (50%)" in proc.stdout
+    assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 3/5 (60%)" in proc.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_files_the_checkout_install_generates_reach_the_agent_and_the_grader(oracle_run) -> None:
+    """calc/_gen.py is generated into each checkout by the recipe's task_install and is ignored by
+    git: the agent's own run_tests (in its sandbox) and the grading both see it."""
+    proc, results = oracle_run
+    r = results["calc__calc-gen"]
+    assert (r["status"], r["resolved"], r["pass_to_pass_failed"]) == ("resolved", True, []), r
+    state = Path(proc.args[proc.args.index("--work-dir") + 1]).parent / "state"
+    runs = agent_tool_results(state, "calc__calc-gen", "run_tests")
+    assert runs and "1 passed" in runs[-1] and "ModuleNotFoundError" not in runs[-1], runs
 
 
 @pytest.mark.docker
@@ -384,11 +410,11 @@ def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
     assert "no such toolchain" in log.read_text()
     work_dir = log.parent.parent
     assert not any((work_dir / "env-src").glob("*")), "a failed build must not leave its checkout behind"
-    assert len(results) == 4  # the others ran
+    assert len(results) == 5  # the others ran
     assert "calc__calc-noenv: env_error" in proc.stderr
     # The build said where its log is as it began; off a terminal, each task ends with a progress line.
     assert f"(log: {log})" in proc.stderr and "building the environment for kimi-test/calc" in proc.stderr
-    assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 4/4 · running 0 · queued 0 · resolved 2",
+    assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 5/5 · running 0 · queued 0 · resolved 3",
                      proc.stderr, re.M)
 
 

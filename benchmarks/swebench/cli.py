@@ -45,6 +45,7 @@ def run(
     env_timeout: float = typer.Option(3600, "--env-timeout", help="Seconds allowed to build one environment."),
     test_timeout: float = typer.Option(1800, "--test-timeout", help="Seconds allowed for grading one task's tests."),
     keep_trees: bool = typer.Option(False, "--keep-trees", help="Keep each task's checkouts (for debugging)."),
+    docker_host: Optional[str] = typer.Option(None, "--docker-host", help="Docker engine URL (e.g. tcp://build-host:2375) for environment builds, grading and the agent's sandbox; one that is not this machine's own socket gets the files copied in, never mounted."),
     verbose: bool = typer.Option(False, "--verbose", help="Show environment builds' output on the console too (it always goes to work-dir/env-logs/)."),
 ) -> None:
     """Run the agent on each task, grade it like SWE-bench, write results and print a summary."""
@@ -59,7 +60,7 @@ def run(
                     ca_bundle=ca_bundle.resolve() if ca_bundle else None, network=network,
                     repos_dir=repos_dir.resolve() if repos_dir else None, workers=workers,
                     env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees,
-                    python_images=python_images, verbose=verbose)
+                    python_images=python_images, verbose=verbose, docker_host=docker_host or None)
     predictions = predictions or out.with_name(out.stem + ".predictions.jsonl")
     writer = ResultsWriter(out, predictions, model_name or f"kimi-code/{model}")
     progress = Progress(len(tasks), workers)

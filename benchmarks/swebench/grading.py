@@ -84,7 +84,7 @@ def prepare_eval_tree(mirror: Path, task: Task, model_patch: str, dest: Path) ->
         raise BenchError(f"{exc} (the task record is inconsistent)") from None
 
 
-def grade(client: Any, task: Task, recipe: Recipe, image: str, mirror: Path, model_patch: str, dest: Path,
+def grade(engine: containers.Engine, task: Task, recipe: Recipe, image: str, mirror: Path, model_patch: str, dest: Path,
           *, timeout: float = 1800) -> tuple[Grade, str]:
     """Grade ``model_patch``; returns the grade and the test log."""
     try:
@@ -92,7 +92,7 @@ def grade(client: Any, task: Task, recipe: Recipe, image: str, mirror: Path, mod
     except BenchError as exc:
         status = "patch_failed" if "agent's patch" in str(exc) else "error"
         return Grade(False, status, list(task.fail_to_pass), list(task.pass_to_pass), detail=str(exc)), ""
-    run = containers.run_and_remove(client, image, test_script(recipe, task), workspace=dest, network=False,
+    run = containers.run_and_remove(engine, image, test_script(recipe, task), workspace=dest, network=False,
                                     user=containers.owner_of(dest), timeout=timeout, name_hint="grade")
     if run.timed_out:
         return Grade(False, "error", list(task.fail_to_pass), list(task.pass_to_pass),

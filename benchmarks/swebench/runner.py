@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from .recipes import Recipe, recipe_for
 from .records import Task, TaskResult
 
 ORACLE = "oracle"
+# A task's own image on an engine that cannot see this machine's files (see _task_install).
+TASK_IMAGE_REPO = "kimi-code-bench-task"
 DEFAULT_IMAGE = "python:3.12-bookworm"
 TASK_SUFFIX = ("\n\n---\nResolve the issue above by changing the repository's code. Hidden tests will check the fix; "
                "you may add or run tests, but do not rely on changing existing tests.\n")
@@ -53,6 +56,9 @@ class RunConfig:
     # Python version -> base image that already has it (--python-image 3.9=IMAGE): no uv download.
     python_images: dict[str, str] = field(default_factory=dict)
     verbose: bool = False  # environment builds' output on the console too
+    # The engine for environment builds, grading and the agent's sandbox (None: DOCKER_HOST or the
+    # local socket). One that cannot see this machine's files gets them copied in (containers.py).
+    docker_host: str | None = None
 
     @property
     def oracle(self) -> bool:
@@ -93,6 +99,13 @@ def _cleanup_sandboxes(client: Any, under: Path) -> None:
             if workspace == str(under) or workspace.startswith(str(under) + os.sep):  # not tasks/x-12 for x-1
                 c.remove(force=True)
     except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _remove_image(client: Any, image: str) -> None:
+    try:
+        client.images.remove(image, force=True)
+    except Exception:  # noqa: BLE001 - best effort: already gone
         pass
 
 
@@ -181,15 +194,19 @@ class BenchRunner:
         self.on_result = on_result
         self.on_start = on_start
         self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr))
-        self._client: Any = None
+        self._engine: containers.Engine | None = None
         self._lock = threading.Lock()
 
     @property
-    def client(self) -> Any:
+    def engine(self) -> containers.Engine:
         with self._lock:
-            if self._client is None:
-                self._client = containers.docker_client()
-            return self._client
+            if self._engine is None:
+                self._engine = containers.Engine(containers.docker_client(self.cfg.docker_host), self.cfg.docker_host)
+            return self._engine
+
+    @property
+    def client(self) -> Any:
+        return self.engine.client
 
     def run(self, tasks: list[Task]) -> list[TaskResult]:
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
@@ -222,8 +239,8 @@ class BenchRunner:
             result.status, result.error = "error", f"{exc.__class__.__name__}: {exc}"
         finally:
             result.wall_time = round(time.monotonic() - t0, 2)
-            if self._client is not None:
-                _cleanup_sandboxes(self._client, root)
+            if self._engine is not None:
+                _cleanup_sandboxes(self._engine.client, root)
             if not self.cfg.keep_trees:
                 for sub in ("repo", "eval"):
                     shutil.rmtree(root / sub, ignore_errors=True)
@@ -242,15 +259,18 @@ class BenchRunner:
         mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
         spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
         echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
-        image, built = environment.ensure_env_image(self.client, spec, mirror=mirror, work_dir=cfg.work_dir,
+        image, built = environment.ensure_env_image(self.engine, spec, mirror=mirror, work_dir=cfg.work_dir,
                                                     echo=echo, notice=self.on_notice,
                                                     ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
         result.env_image, result.env_built = image, built
         workspace = repos.checkout(mirror, task.base_commit, root / "repo")
-        self._task_install(recipe, image, workspace)
-
-        patch_file = root / "agent.patch"
-        code, summary, agent_time = self._agent(task, recipe, image, workspace, root, patch_file, result)
+        agent_image = self._task_install(task, recipe, image, workspace)
+        try:
+            patch_file = root / "agent.patch"
+            code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result)
+        finally:
+            if agent_image != image:
+                _remove_image(self.client, agent_image)
         result.agent_time = round(agent_time, 2)
         result.exit_code = code
         result.agent_status = summary.get("status")
@@ -271,7 +291,7 @@ class BenchRunner:
             result.error = f"kimi-code run exited {code} without a summary (see {root / 'agent.log'})"
             return
 
-        grade, log = grading.grade(self.client, task, recipe, image, mirror, patch, root / "eval",
+        grade, log = grading.grade(self.engine, task, recipe, image, mirror, patch, root / "eval",
                                    timeout=cfg.test_timeout)
         (root / "tests.log").write_text(log)
         result.resolved = grade.resolved
@@ -283,26 +303,44 @@ class BenchRunner:
         elif ended:
             result.error = f"the agent stopped: {summary.get('summary') or ended}"[:500]
 
-    def _task_install(self, recipe: Recipe, image: str, workspace: Path) -> None:
+    def _task_install(self, task: Task, recipe: Recipe, image: str, workspace: Path) -> str:
+        """Run the recipe's per-checkout install in the task's checkout; returns the image the
+        agent's sandbox starts from. On an engine that sees this machine's files that is the
+        environment image (the sandbox mounts the checkout, build products included). Elsewhere
+        the checkout is copied in and back, and the container is committed as the task's image:
+        kimi-code's copy mode then streams the checkout's tracked and untracked files over its
+        /workspace, and the ignored build products (egg-info, entry points) stay there, as a mount
+        would have shown them."""
         install = recipe.checkout_install
         if install is None:
-            return
+            return image
         command, required = install
-        run = containers.run_and_remove(self.client, image, f"cd /workspace && {command}",
-                                        workspace=workspace, network=False, user=containers.owner_of(workspace),
-                                        timeout=self.cfg.env_timeout, name_hint="task-install")
-        if run.exit_code != 0:
-            tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
-            if required:
-                raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
-            self.on_notice(f"the offline re-install failed in the checkout (the image's install is used): "
-                           f"{tail[0][:200]}")
-            repos.git("checkout", "-q", "--", ".", cwd=workspace)
-            repos.git("clean", "-q", "-fd", cwd=workspace)
-            return
-        # The checkout is the agent's starting point: install artifacts stay out of its diff.
-        repos.git("add", "-A", cwd=workspace)
-        repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
+        local = self.engine.local_files
+        run, container = containers.run_script(self.engine, image, f"cd /workspace && {command}",
+                                               workspace=workspace, network=False,
+                                               user=containers.owner_of(workspace), copy_back=not local,
+                                               timeout=self.cfg.env_timeout, name_hint="task-install")
+        try:
+            if run.exit_code != 0:
+                tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
+                if required:
+                    raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
+                self.on_notice(f"the offline re-install failed in the checkout (the image's install is used): "
+                               f"{tail[0][:200]}")
+                repos.git("checkout", "-q", "--", ".", cwd=workspace)
+                repos.git("clean", "-q", "-fd", cwd=workspace)
+                return image
+            # The checkout is the agent's starting point: install artifacts stay out of its diff.
+            repos.git("add", "-A", cwd=workspace)
+            repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
+            if local:
+                return image
+            tag = f"{task.instance_id.lower()[:100]}-{uuid.uuid4().hex[:8]}"
+            container.commit(repository=TASK_IMAGE_REPO, tag=tag, changes=['CMD ["bash"]', "WORKDIR /workspace",
+                                                                           f'LABEL {containers.LABEL}="1"'])
+            return f"{TASK_IMAGE_REPO}:{tag}"
+        finally:
+            containers.remove(container)
 
     def _agent(self, task: Task, recipe: Recipe, image: str, workspace: Path, root: Path, patch_file: Path,
                result: TaskResult) -> tuple[int | None, dict[str, Any], float]:
@@ -311,6 +349,8 @@ class BenchRunner:
         task_file.write_text(task.problem_statement.rstrip() + TASK_SUFFIX)
         env = dict(os.environ)
         env.setdefault("KIMI_CODE_STATE_DIR", str(cfg.work_dir / "state"))
+        if cfg.docker_host:
+            env["DOCKER_HOST"] = cfg.docker_host  # kimi-code picks workspace = copy for a remote one
         limit = parse_duration(cfg.max_time)
         timeout = None if limit is None else limit + 300  # kimi-code stops itself first
         t0 = time.monotonic()
