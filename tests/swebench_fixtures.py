@@ -173,3 +173,14 @@ def agent_tool_results(state_dir: Path, instance_id: str, tool: str) -> list[str
             if event.get("type") == "tool_result" and data.get("name") == tool:
                 out.append(str(data.get("content")))
     return out
+
+
+def agent_sessions(state_dir: Path, instance_id: str) -> list[dict[str, Any]]:
+    """The ``session_started`` payloads of one task's kimi-code sessions (repo, workspace, ...)."""
+    out = []
+    for events in sorted(state_dir.rglob("events.jsonl")):
+        first = json.loads(events.read_text(encoding="utf-8").splitlines()[0])
+        payload = first.get("payload") or {}
+        if first.get("type") == "session_started" and f"/tasks/{instance_id}/repo" in str(payload.get("repo")):
+            out.append(payload)
+    return out

@@ -278,6 +278,8 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"]
     assert "Traceback" not in proc.stderr
+    proc = run_bench(["run", str(tmp_path / "missing.jsonl"), "--env", "conda"], tmp_path, timeout=60)
+    assert (proc.returncode, proc.stderr.strip()) == (2, "error: --env 'conda': use one of build, swebench-images")
 
 
 def test_an_unreachable_docker_host_is_one_line(tmp_path: Path) -> None:

@@ -68,6 +68,16 @@ def test_script(recipe: Recipe, task: Task) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reset_test_files_script(task: Task) -> str:
+    """Shell lines putting the files ``test_patch`` touches back as they are at the base commit
+    (removed when the base commit has no such file), as SWE-bench's eval script does."""
+    lines = []
+    for path in touched_files(task.test_patch):
+        p = shlex.quote(path)
+        lines.append(f"git checkout -q {shlex.quote(task.base_commit)} -- {p} 2>/dev/null || rm -f -- {p}")
+    return "\n".join(lines)
+
+
 def prepare_eval_tree(mirror: Path, task: Task, model_patch: str, dest: Path) -> None:
     """A fresh checkout with the model's patch, the test files reset, and the test patch applied."""
     repos.checkout(mirror, task.base_commit, dest)

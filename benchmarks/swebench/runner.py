@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import containers, environment, grading, repos
+from . import containers, environment, grading, repos, swebench_images
 from .errors import BenchError, EnvBuildError
 from .patches import test_directives
 from .recipes import Recipe, recipe_for
 from .records import Task, TaskResult
 
 ORACLE = "oracle"
+SWEBENCH_IMAGES = "swebench-images"
+ENV_SOURCES = ("build", SWEBENCH_IMAGES)
 # A task's own image on an engine that cannot see this machine's files (see _task_install).
 TASK_IMAGE_REPO = "kimi-code-bench-task"
 DEFAULT_IMAGE = "python:3.12-bookworm"
@@ -59,6 +61,10 @@ class RunConfig:
     # The engine for environment builds, grading and the agent's sandbox (None: DOCKER_HOST or the
     # local socket). One that cannot see this machine's files gets them copied in (containers.py).
     docker_host: str | None = None
+    # "build": environment images built from recipes; "swebench-images": SWE-bench's own instance
+    # images (the repository installed at /testbed), from this registry namespace.
+    env: str = "build"
+    swebench_namespace: str = "swebench"
 
     @property
     def oracle(self) -> bool:
@@ -212,7 +218,12 @@ class BenchRunner:
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.ca_bundle is not None and not self.cfg.ca_bundle.is_file():
             raise BenchError(f"CA bundle {self.cfg.ca_bundle} does not exist")
-        environment.base_image_id(self.client, self.cfg.image)  # no Docker or no base image: one clear error
+        if self.cfg.env not in ENV_SOURCES:
+            raise BenchError(f"--env {self.cfg.env!r}: use one of {', '.join(ENV_SOURCES)}")
+        if self.cfg.env == "build":
+            environment.base_image_id(self.client, self.cfg.image)  # no Docker or no base image: one clear error
+        else:
+            self.client  # noqa: B018 - no Docker: one clear error before any task
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
             return list(pool.map(self._run_one, tasks))
 
@@ -257,20 +268,31 @@ class BenchRunner:
         root.mkdir(parents=True)
         recipe = recipe_for(task.repo, task.version, task.env_recipe)
         mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
-        spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
-        echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
-        image, built = environment.ensure_env_image(self.engine, spec, mirror=mirror, work_dir=cfg.work_dir,
-                                                    echo=echo, notice=self.on_notice,
-                                                    ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
-        result.env_image, result.env_built = image, built
-        workspace = repos.checkout(mirror, task.base_commit, root / "repo")
-        agent_image = self._task_install(task, recipe, image, workspace)
-        try:
-            patch_file = root / "agent.patch"
-            code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result)
-        finally:
-            if agent_image != image:
-                _remove_image(self.client, agent_image)
+        patch_file = root / "agent.patch"
+        if cfg.env == SWEBENCH_IMAGES:
+            # The image holds the repository at /testbed; the host checkout (at the same commit) is
+            # what kimi-code's copy mode streams over it, and where the agent's changes come back.
+            image = swebench_images.image_name(task.instance_id, cfg.swebench_namespace)
+            swebench_images.ensure_image(self.client, image)
+            result.env_image = image
+            workspace = repos.checkout(mirror, task.base_commit, root / "repo")
+            agent_image = swebench_images.agent_image(self.client, image)
+            code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result,
+                                                    workspace_path=swebench_images.TESTBED)
+        else:
+            spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
+            echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
+            image, built = environment.ensure_env_image(self.engine, spec, mirror=mirror, work_dir=cfg.work_dir,
+                                                        echo=echo, notice=self.on_notice,
+                                                        ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
+            result.env_image, result.env_built = image, built
+            workspace = repos.checkout(mirror, task.base_commit, root / "repo")
+            agent_image = self._task_install(task, recipe, image, workspace)
+            try:
+                code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result)
+            finally:
+                if agent_image != image:
+                    _remove_image(self.client, agent_image)
         result.agent_time = round(agent_time, 2)
         result.exit_code = code
         result.agent_status = summary.get("status")
@@ -291,8 +313,11 @@ class BenchRunner:
             result.error = f"kimi-code run exited {code} without a summary (see {root / 'agent.log'})"
             return
 
-        grade, log = grading.grade(self.engine, task, recipe, image, mirror, patch, root / "eval",
-                                   timeout=cfg.test_timeout)
+        if cfg.env == SWEBENCH_IMAGES:
+            grade, log = swebench_images.grade(self.engine, task, recipe, image, patch, timeout=cfg.test_timeout)
+        else:
+            grade, log = grading.grade(self.engine, task, recipe, image, mirror, patch, root / "eval",
+                                       timeout=cfg.test_timeout)
         (root / "tests.log").write_text(log)
         result.resolved = grade.resolved
         result.fail_to_pass_failed = grade.fail_to_pass_failed
@@ -343,7 +368,9 @@ class BenchRunner:
             containers.remove(container)
 
     def _agent(self, task: Task, recipe: Recipe, image: str, workspace: Path, root: Path, patch_file: Path,
-               result: TaskResult) -> tuple[int | None, dict[str, Any], float]:
+               result: TaskResult, workspace_path: str | None = None) -> tuple[int | None, dict[str, Any], float]:
+        """Run kimi-code on the task (the oracle through the fake server); ``workspace_path``: the
+        repository's place in the image, which the sandbox then holds as a copy (workspace = copy)."""
         cfg = self.cfg
         task_file = root / "task.md"
         task_file.write_text(task.problem_statement.rstrip() + TASK_SUFFIX)
@@ -354,6 +381,8 @@ class BenchRunner:
         limit = parse_duration(cfg.max_time)
         timeout = None if limit is None else limit + 300  # kimi-code stops itself first
         t0 = time.monotonic()
+        placement = {"KIMI_CODE_WORKSPACE": "copy", "KIMI_CODE_WORKSPACE_PATH": workspace_path} if workspace_path else {}
+        env.update(placement)
         if not cfg.oracle:
             cmd = _agent_command(cfg, workspace, task_file, patch_file, image, cfg.base_url)
             code, summary = _run_agent(cmd, env, timeout, root / "agent.log")
@@ -376,6 +405,7 @@ class BenchRunner:
         empty_config = root / "oracle-config.toml"
         empty_config.write_text("")
         env["KIMI_CODE_CONFIG"] = str(empty_config)
+        env.update(placement)
         with FakeKimi(policy) as fake:
             env["KIMI_CODE_API_KEY"] = fake.api_key
             cmd = _agent_command(cfg, workspace, task_file, patch_file, image, fake.base_url)
