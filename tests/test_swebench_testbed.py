@@ -84,7 +84,7 @@ def testbed_tasks(tmp_path_factory):
     build = subprocess.run(["docker", "build", "-q", "--network", "none", *sum((["-t", i] for i in images), []),
                             str(ctx)], capture_output=True, text=True, env=env, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
-    yield tmp, write_jsonl(tmp / "tasks.jsonl", records)
+    yield tmp, write_jsonl(tmp / "tasks.jsonl", records), ctx
     subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, env=env)
 
 
@@ -94,12 +94,13 @@ def test_swebench_image_names_follow_swebench() -> None:
     assert swebench_images.image_name("Foo__Bar-1", "ns", "arm64") == "ns/sweb.eval.arm64.foo_1776_bar-1:latest"
 
 
-def test_a_run_on_swebench_images_works_in_testbed(testbed_tasks, tmp_path: Path) -> None:
-    tmp, tasks = testbed_tasks
+def _run_and_check(tmp: Path, tasks: Path, tmp_path: Path, *extra: str) -> None:
     args = ["run", str(tasks), "--model", "oracle", "--repos-dir", str(tmp / "repos"), "--env", "swebench-images",
             "--swebench-namespace", NAMESPACE, "--work-dir", str(tmp_path / "work"),
-            "--out", str(tmp_path / "results.jsonl")]
-    proc = run_bench(args, tmp_path, timeout=600, env=bench_env(tmp_path))
+            "--out", str(tmp_path / "results.jsonl"), *extra]
+    env = bench_env(tmp_path)
+    env.pop("DOCKER_HOST", None)
+    proc = run_bench(args, tmp_path, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {r["instance_id"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
     r = results["calc__calc-1"]
@@ -118,3 +119,23 @@ def test_a_run_on_swebench_images_works_in_testbed(testbed_tasks, tmp_path: Path
     assert not (tmp / "repos" / "kimi-test+calc" / "calc" / "_gen.py").exists()
     preds = {p["instance_id"]: p for p in map(json.loads, (tmp_path / "results.predictions.jsonl").read_text().splitlines())}
     assert "+    return a + b" in preds["calc__calc-1"]["model_patch"] and "_gen.py" not in preds["calc__calc-gen"]["model_patch"]
+
+
+def test_a_run_on_swebench_images_works_in_testbed(testbed_tasks, tmp_path: Path) -> None:
+    tmp, tasks, _ = testbed_tasks
+    _run_and_check(tmp, tasks, tmp_path)
+
+
+def test_swebench_images_on_a_remote_engine(testbed_tasks, tmp_path: Path, remote_engine) -> None:
+    """The same images built on an engine that cannot see this machine's files: the agent's copy
+    and the patches for grading reach /testbed through the Engine API only."""
+    tmp, tasks, ctx = testbed_tasks
+    images = [swebench_images.image_name(iid, NAMESPACE) for iid in IDS]
+    env = {**{k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}, "DOCKER_HOST": remote_engine.url,
+           "DOCKER_BUILDKIT": "0"}  # the engine's own (legacy) builder: no buildx needed on this side
+    build = subprocess.run(["docker", "build", "-q", "--network", "none", *sum((["-t", i] for i in images), []),
+                            str(ctx)], capture_output=True, text=True, env=env, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    _run_and_check(tmp, tasks, tmp_path, "--docker-host", remote_engine.url)
+    leftovers = remote_engine.docker("ps", "-a", "--filter", "label=kimi-code-bench.managed=1", "-q").stdout.split()
+    assert leftovers == []
