@@ -211,6 +211,13 @@ def test_logs_parse_as_swebench_parses_them(kind: str) -> None:
     assert PARSERS[kind](LOGS[kind]) == PARSED[kind]
 
 
+def test_django_ids_printed_by_python_311_match_the_datasets() -> None:
+    log = ("test_empty (utils_tests.test_numberformat.TestNumberFormat.test_empty) ... ok\n"
+           "test_b (a.B.test_other) ... FAIL\n")
+    assert logparse.django(log) == {"test_empty (utils_tests.test_numberformat.TestNumberFormat)": "PASSED",
+                                    "test_b (a.B.test_other)": "FAILED"}
+
+
 def test_each_repository_gets_swebench_parser() -> None:
     assert logparse.parser_for("psf/requests") is logparse.pytest_options
     assert logparse.parser_for("django/django") is logparse.django
