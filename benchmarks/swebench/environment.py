@@ -36,7 +36,7 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "3"
+BUILD_SCRIPT_VERSION = "4"
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 
@@ -98,8 +98,21 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         "python --version",
     ]
     if recipe.checkout_install is not None and not recipe.task_install:
-        # What the offline re-install in each checkout builds with (--no-build-isolation).
-        lines.append("python -m pip install -q setuptools wheel")
+        # What the offline re-install in each checkout builds with (--no-build-isolation): setuptools
+        # and the project's declared build requirements (setuptools_scm, flit_core...), before the
+        # recipe's own pins, which win where they overlap.
+        lines += ["python -m pip install -q setuptools wheel",
+                  "if [ -f pyproject.toml ]; then",
+                  "  python -c 'import tomllib' 2>/dev/null || python -m pip install -q tomli",
+                  "  python - > /tmp/build-requires.txt <<'KIMI_BENCH_PY' || true",
+                  "try:\n    import tomllib as toml\nexcept ImportError:\n    import tomli as toml",
+                  "with open('pyproject.toml', 'rb') as fh:",
+                  "    print('\\n'.join(toml.load(fh).get('build-system', {}).get('requires', [])))",
+                  "KIMI_BENCH_PY",
+                  "  if [ -s /tmp/build-requires.txt ]; then echo '+ build requirements:' $(cat /tmp/build-requires.txt);"
+                  " python -m pip install -q -r /tmp/build-requires.txt || echo 'kimi-bench: build requirements not"
+                  " installed' >&2; fi",
+                  "fi"]
     if recipe.packages:
         lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
     for req in recipe.requirements:
