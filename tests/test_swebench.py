@@ -342,7 +342,9 @@ def _assert_no_leftover_containers(under: Path) -> None:
 
     client = docker.from_env()
     try:
-        mine = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code-bench.managed=1"})]
+        # This test run's own (other runs may be using the same engine at the same time).
+        mine = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code-bench.managed=1"})
+                if str((c.labels or {}).get("kimi-code-bench.work-dir", "")).startswith(str(under))]
         sandboxes = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"})
                      if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(under))]
         assert not mine and not sandboxes, (mine, sandboxes)

@@ -68,3 +68,22 @@ def test_a_run_on_a_remote_engine_builds_runs_and_grades_there(tmp_path: Path, r
     assert _leftovers(remote_engine) == []
     tasks_images = remote_engine.docker("images", "--format", "{{.Repository}}", "kimi-code-bench-task").stdout
     assert tasks_images.split() == []  # each task's image is removed with the task
+
+
+def test_a_remote_docker_host_from_the_environment_is_treated_as_remote(tmp_path: Path, remote_engine) -> None:
+    """DOCKER_HOST=tcp://... without --docker-host: the same engine, so the same copying."""
+    records = make_tasks(tmp_path / "repos")
+    gen = make_generated_task(tmp_path / "repos", records)
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [gen])
+    args = ["run", str(tasks), "--model", "oracle", "--repos-dir", str(tmp_path / "repos"), "--image", TEST_IMAGE,
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "results.jsonl")]
+    if CA.is_file():
+        args += ["--ca-bundle", str(CA)]
+    env = {**bench_env(tmp_path), "DOCKER_HOST": remote_engine.url}
+    proc = run_bench(args, tmp_path, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert (r["status"], r["resolved"]) == ("resolved", True), r
+    runs = agent_tool_results(tmp_path / "state", "calc__calc-gen", "run_tests")
+    assert runs and "1 passed" in runs[-1], runs
+    assert _leftovers(remote_engine) == []

@@ -19,13 +19,14 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
 
 LABEL = "kimi-code-bench.managed"
+WORK_DIR_LABEL = "kimi-code-bench.work-dir"  # the run's --work-dir: whose container it is
 WORKSPACE = "/workspace"
 CA_IN_CONTAINER = "/etc/kimi-code-bench/ca-bundle.crt"
 CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -58,6 +59,7 @@ class Engine:
 
     client: Any
     url: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # put on every container made here
 
     @property
     def local_files(self) -> bool:
@@ -135,7 +137,7 @@ def run_script(engine: Engine, image: str, script: str, *, workspace: Path | Non
             mounts.append(Mount(target=CA_IN_CONTAINER, source=str(ca_bundle.resolve()), type="bind", read_only=True))
     kwargs: dict[str, Any] = dict(
         command=["bash", "-c", script], name=f"kimi-code-bench-{name_hint}-{uuid.uuid4().hex[:8]}",
-        labels={LABEL: "1"}, detach=True, init=True, user=user, working_dir=working_dir, mounts=mounts,
+        labels={**engine.labels, LABEL: "1"}, detach=True, init=True, user=user, working_dir=working_dir, mounts=mounts,
         environment={"HOME": "/tmp", "LANG": "C.UTF-8", **(env or {})}, mem_limit=os.environ.get("KIMI_BENCH_MEMORY", "8g"),
     )
     if not network:

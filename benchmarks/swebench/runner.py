@@ -207,7 +207,10 @@ class BenchRunner:
     def engine(self) -> containers.Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = containers.Engine(containers.docker_client(self.cfg.docker_host), self.cfg.docker_host)
+                # Without --docker-host the engine is DOCKER_HOST's, which may be remote as well.
+                url = self.cfg.docker_host or os.environ.get("DOCKER_HOST") or None
+                self._engine = containers.Engine(containers.docker_client(self.cfg.docker_host), url,
+                                                 {containers.WORK_DIR_LABEL: str(self.cfg.work_dir)})
             return self._engine
 
     @property
