@@ -520,7 +520,8 @@ def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> 
     # task_install replaces it and must succeed; no editable install, nothing to repeat.
     assert recipe.checkout_install == (REINSTALL, False)
     # That offline re-install builds without isolation: the project's build requirements are in the env.
-    assert "build-system" in script and script.index("/tmp/build-requires.txt") < script.index("pip install pytest")
+    assert "build-system" in script and script.index("pip install pytest") < script.index("/tmp/build-requires.txt")
+    assert "-c /tmp/kimi-bench-constraints.txt" in script  # held to the recipe's pins
     assert "build-requires" not in build_script(Recipe(task_install="make gen"), ca=False)
     assert Recipe(task_install="make gen").checkout_install == ("make gen", True)
     assert Recipe(install="python -m pip install .").checkout_install is None

@@ -36,7 +36,7 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "4"
+BUILD_SCRIPT_VERSION = "5"
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 
@@ -97,26 +97,29 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
         "python --version",
     ]
-    if recipe.checkout_install is not None and not recipe.task_install:
-        # What the offline re-install in each checkout builds with (--no-build-isolation): setuptools
-        # and the project's declared build requirements (setuptools_scm, flit_core...), before the
-        # recipe's own pins, which win where they overlap.
-        lines += ["python -m pip install -q setuptools wheel",
-                  "if [ -f pyproject.toml ]; then",
+    reinstall = recipe.checkout_install is not None and not recipe.task_install
+    if reinstall:
+        lines.append("python -m pip install -q setuptools wheel")
+    if recipe.packages:
+        lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
+    for req in recipe.requirements:
+        lines.append(f"if [ -f {q(req)} ]; then python -m pip install -r {q(req)}; fi")
+    if reinstall:
+        # What the offline re-install in each checkout builds with (--no-build-isolation): the
+        # project's declared build requirements (setuptools_scm, flit_core...), held to the
+        # versions already installed (the recipe's pins), so nothing they pull in conflicts.
+        lines += ["if [ -f pyproject.toml ]; then",
                   "  python -c 'import tomllib' 2>/dev/null || python -m pip install -q tomli",
                   "  python - > /tmp/build-requires.txt <<'KIMI_BENCH_PY' || true",
                   "try:\n    import tomllib as toml\nexcept ImportError:\n    import tomli as toml",
                   "with open('pyproject.toml', 'rb') as fh:",
                   "    print('\\n'.join(toml.load(fh).get('build-system', {}).get('requires', [])))",
                   "KIMI_BENCH_PY",
+                  "  python -m pip freeze --exclude-editable | grep -v ' @ ' > /tmp/kimi-bench-constraints.txt || true",
                   "  if [ -s /tmp/build-requires.txt ]; then echo '+ build requirements:' $(cat /tmp/build-requires.txt);"
-                  " python -m pip install -q -r /tmp/build-requires.txt || echo 'kimi-bench: build requirements not"
-                  " installed' >&2; fi",
+                  " python -m pip install -q -r /tmp/build-requires.txt -c /tmp/kimi-bench-constraints.txt"
+                  " || echo 'kimi-bench: build requirements not installed' >&2; fi",
                   "fi"]
-    if recipe.packages:
-        lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
-    for req in recipe.requirements:
-        lines.append(f"if [ -f {q(req)} ]; then python -m pip install -r {q(req)}; fi")
     if recipe.install:
         lines.append(f"echo '+ install: '{q(recipe.install)}\n{recipe.install}")
     lines += [f"chmod -R a+rwX {VENV_ROOT}", "python -m pip list --format=freeze > /tmp/pip-freeze.txt || true",
