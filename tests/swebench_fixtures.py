@@ -21,7 +21,8 @@ RECIPE = {"python": None, "packages": ["pytest"], "install": "python -m pip inst
 BASE_FILES = {
     "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
                       '[project]\nname = "calc"\nversion = "0.1"\n\n[tool.setuptools]\npackages = ["calc"]\n',
-    ".gitignore": "*.egg-info/\n__pycache__/\nbuild/\n",
+    # calc/_gen.py: generated into each checkout by calc__calc-gen's task_install, and ignored.
+    ".gitignore": "*.egg-info/\n__pycache__/\nbuild/\ncalc/_gen.py\n",
     "calc/__init__.py": "",
     "calc/ops.py": (
         "def add(a, b):\n"
@@ -45,6 +46,12 @@ BASE_FILES = {
         "\n\n"
         "def test_mul():\n"
         "    assert mul(3, 4) == 12\n"
+    ),
+    # Run only by calc__calc-gen (its test patch touches it): needs the generated calc/_gen.py.
+    "tests/test_gen.py": (
+        "def test_gen_base():\n"
+        "    from calc._gen import BASE\n"
+        "    assert BASE == 2\n"
     ),
     "tests/test_text.py": (
         "from calc.text import shout\n"
@@ -133,6 +140,47 @@ def make_tasks(repos_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def make_generated_task(repos_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A task whose tests import a module the recipe's task_install generates into each checkout
+    (an ignored file, as an editable install's egg-info is): it must be there for the agent's own
+    test run too, on any engine. Needs ``make_tasks`` to have made the repository."""
+    repo = repos_dir / REPO.replace("/", "+")
+    base = records[0]["base_commit"]
+    gen_test = _diff_of(repo, {"tests/test_gen.py": BASE_FILES["tests/test_gen.py"] + "\n\ndef test_gen_add():\n"
+                               "    from calc._gen import BASE\n    from calc.ops import add\n\n"
+                               "    assert add(BASE, 3) == 5\n"})
+    recipe = {**RECIPE, "task_install": "printf 'BASE = 2\\n' > calc/_gen.py"}
+    return record("calc__calc-gen", base, records[0]["patch"], gen_test, ["tests/test_gen.py::test_gen_add"],
+                  ["tests/test_gen.py::test_gen_base"], "add(2, 3) returns -1 instead of 5.", recipe=recipe)
+
+
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def agent_tool_results(state_dir: Path, instance_id: str, tool: str) -> list[str]:
+    """What ``tool`` returned to the agent in the kimi-code sessions of one task (read from the
+    sessions' event logs under ``state_dir``): the agent's own view inside its sandbox."""
+    out: list[str] = []
+    for events in sorted(state_dir.rglob("events.jsonl")):
+        text = events.read_text(encoding="utf-8")
+        if f"/tasks/{instance_id}/repo" not in text:
+            continue
+        for line in text.splitlines():
+            event = json.loads(line)
+            data = event.get("data") or event.get("payload") or event
+            if event.get("type") == "tool_result" and data.get("name") == tool:
+                out.append(str(data.get("content")))
+    return out
+
+
+def agent_sessions(state_dir: Path, instance_id: str) -> list[dict[str, Any]]:
+    """The ``session_started`` payloads of one task's kimi-code sessions (repo, workspace, ...)."""
+    out = []
+    for events in sorted(state_dir.rglob("events.jsonl")):
+        first = json.loads(events.read_text(encoding="utf-8").splitlines()[0])
+        payload = first.get("payload") or {}
+        if first.get("type") == "session_started" and f"/tasks/{instance_id}/repo" in str(payload.get("repo")):
+            out.append(payload)
+    return out

@@ -22,7 +22,8 @@ from benchmarks.swebench import patches  # noqa: E402
 from benchmarks.swebench.patches import parse_patch, touched_files  # noqa: E402
 from benchmarks.swebench.recipes import RECIPES, recipe_for  # noqa: E402
 from benchmarks.swebench.records import Task, load_tasks  # noqa: E402
-from swebench_fixtures import make_calc_repo, make_tasks, write_jsonl  # noqa: E402
+from swebench_fixtures import (  # noqa: E402
+    agent_tool_results, make_calc_repo, make_generated_task, make_tasks, write_jsonl)
 
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -47,6 +48,7 @@ def run_bench(args: list[str], tmp_path: Path, timeout: float = 300,
 def task_set(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     base = tmp_path_factory.mktemp("swebench")
     records = make_tasks(base / "repos")
+    records.append(make_generated_task(base / "repos", records))
     return base / "repos", write_jsonl(base / "tasks.jsonl", records), records
 
 
@@ -84,8 +86,13 @@ def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_
     assert recipe_for("pallets/flask", "2.3").python == "3.11"
     assert recipe_for("pydicom/pydicom", "1.4").python == "3.8"
     assert recipe_for("pytest-dev/pytest", "7.4").task_install  # _version.py is generated per checkout
-    with pytest.raises(EnvBuildError, match="no install recipe for matplotlib/matplotlib 3.5.*known repositories"):
-        recipe_for("matplotlib/matplotlib", "3.5")  # guessing would grade every such task unresolved
+    with pytest.raises(EnvBuildError, match="no install recipe for pyvista/pyvista 0.40.*known repositories"):
+        recipe_for("pyvista/pyvista", "0.40")  # guessing would grade every such task unresolved
+    # Every repository of SWE-bench Lite and Verified has recipes.
+    lite_and_verified = {"astropy/astropy", "django/django", "matplotlib/matplotlib", "mwaskom/seaborn", "pallets/flask",
+                         "psf/requests", "pydata/xarray", "pylint-dev/pylint", "pytest-dev/pytest",
+                         "scikit-learn/scikit-learn", "sphinx-doc/sphinx", "sympy/sympy"}
+    assert lite_and_verified <= set(RECIPES)
     for repo, version in (("pylint-dev/pylint", "2.15"), ("mwaskom/seaborn", "0.12"), ("astropy/astropy", "5.2"),
                           ("scikit-learn/scikit-learn", "1.3"), ("django/django", "4.2"), ("sympy/sympy", "1.12")):
         assert recipe_for(repo, version).python == "3.9" or repo == "django/django", repo
@@ -204,6 +211,13 @@ def test_logs_parse_as_swebench_parses_them(kind: str) -> None:
     assert PARSERS[kind](LOGS[kind]) == PARSED[kind]
 
 
+def test_django_ids_printed_by_python_311_match_the_datasets() -> None:
+    log = ("test_empty (utils_tests.test_numberformat.TestNumberFormat.test_empty) ... ok\n"
+           "test_b (a.B.test_other) ... FAIL\n")
+    assert logparse.django(log) == {"test_empty (utils_tests.test_numberformat.TestNumberFormat)": "PASSED",
+                                    "test_b (a.B.test_other)": "FAILED"}
+
+
 def test_each_repository_gets_swebench_parser() -> None:
     assert logparse.parser_for("psf/requests") is logparse.pytest_options
     assert logparse.parser_for("django/django") is logparse.django
@@ -276,6 +290,19 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"]
     assert "Traceback" not in proc.stderr
+    proc = run_bench(["run", str(tmp_path / "missing.jsonl"), "--env", "conda"], tmp_path, timeout=60)
+    assert (proc.returncode, proc.stderr.strip()) == (2, "error: --env 'conda': use one of build, swebench-images")
+
+
+def test_an_unreachable_docker_host_is_one_line(tmp_path: Path) -> None:
+    records_path = write_jsonl(tmp_path / "t.jsonl", [{
+        "instance_id": "a__b-1", "repo": "a/b", "base_commit": "0", "problem_statement": "", "patch": "",
+        "test_patch": "", "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]", "version": "1", "env_recipe": {"install": "true"}}])
+    proc = run_bench(["run", str(records_path), "--docker-host", "tcp://127.0.0.1:1", "--work-dir",
+                      str(tmp_path / "w"), "--out", str(tmp_path / "o.jsonl")], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Docker engine tcp://127.0.0.1:1")
+    assert "Traceback" not in proc.stderr
 
 
 # -- end to end: oracle mode in Docker -----------------------------------------------------------
@@ -296,7 +323,7 @@ def _results(tmp_path: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def oracle_run(task_set, tmp_path_factory):
-    """All four tasks, two workers, once for the module (the environment image is built once per machine)."""
+    """All five tasks, two workers, once for the module (the environment image is built once per machine)."""
     from conftest import require_docker
 
     require_docker()
@@ -315,7 +342,9 @@ def _assert_no_leftover_containers(under: Path) -> None:
 
     client = docker.from_env()
     try:
-        mine = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code-bench.managed=1"})]
+        # This test run's own (other runs may be using the same engine at the same time).
+        mine = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code-bench.managed=1"})
+                if str((c.labels or {}).get("kimi-code-bench.work-dir", "")).startswith(str(under))]
         sandboxes = [c.name for c in client.containers.list(all=True, filters={"label": "kimi-code.managed=1"})
                      if str((c.labels or {}).get("kimi-code.workspace", "")).startswith(str(under))]
         assert not mine and not sandboxes, (mine, sandboxes)
@@ -334,7 +363,20 @@ def test_oracle_resolves_valid_tasks(oracle_run) -> None:
         assert r["steps"] == steps and r["fail_to_pass_failed"] == [] and r["pass_to_pass_failed"] == []
         assert r["tokens"]["prompt"] > 0 and 0 < r["cached_share"] < 1 and r["patch_lines"] > 0 and r["cost"] == 0
     # Non-TTY output is a plain table with the totals line.
-    assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 2/4 (50%)" in proc.stdout
+    assert re.search(r"^calc__calc-2 +resolved +yes +5 ", proc.stdout, re.M) and "resolved 3/5 (60%)" in proc.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_files_the_checkout_install_generates_reach_the_agent_and_the_grader(oracle_run) -> None:
+    """calc/_gen.py is generated into each checkout by the recipe's task_install and is ignored by
+    git: the agent's own run_tests (in its sandbox) and the grading both see it."""
+    proc, results = oracle_run
+    r = results["calc__calc-gen"]
+    assert (r["status"], r["resolved"], r["pass_to_pass_failed"]) == ("resolved", True, []), r
+    state = Path(proc.args[proc.args.index("--work-dir") + 1]).parent / "state"
+    runs = agent_tool_results(state, "calc__calc-gen", "run_tests")
+    assert runs and "1 passed" in runs[-1] and "ModuleNotFoundError" not in runs[-1], runs
 
 
 @pytest.mark.docker
@@ -384,11 +426,11 @@ def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
     assert "no such toolchain" in log.read_text()
     work_dir = log.parent.parent
     assert not any((work_dir / "env-src").glob("*")), "a failed build must not leave its checkout behind"
-    assert len(results) == 4  # the others ran
+    assert len(results) == 5  # the others ran
     assert "calc__calc-noenv: env_error" in proc.stderr
     # The build said where its log is as it began; off a terminal, each task ends with a progress line.
     assert f"(log: {log})" in proc.stderr and "building the environment for kimi-test/calc" in proc.stderr
-    assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 4/4 · running 0 · queued 0 · resolved 2",
+    assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 5/5 · running 0 · queued 0 · resolved 3",
                      proc.stderr, re.M)
 
 
@@ -477,6 +519,10 @@ def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> 
     # An editable install is repeated offline in each checkout, best effort; a recipe's own
     # task_install replaces it and must succeed; no editable install, nothing to repeat.
     assert recipe.checkout_install == (REINSTALL, False)
+    # That offline re-install builds without isolation: the project's build requirements are in the env.
+    assert "build-system" in script and script.index("pip install pytest") < script.index("/tmp/build-requires.txt")
+    assert "-c /tmp/kimi-bench-constraints.txt" in script  # held to the recipe's pins
+    assert "build-requires" not in build_script(Recipe(task_install="make gen"), ca=False)
     assert Recipe(task_install="make gen").checkout_install == ("make gen", True)
     assert Recipe(install="python -m pip install .").checkout_install is None
     task = Task("i", "a/b", "0", "", "", "diff --git a/tests/t.py b/tests/t.py\n--- a/tests/t.py\n+++ b/tests/t.py\n"
@@ -484,6 +530,28 @@ def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> 
     best_effort = grading.test_script(recipe, task)
     assert REINSTALL in best_effort and "KIMI-BENCH-INSTALL-FAILED" not in best_effort
     assert "KIMI-BENCH-INSTALL-FAILED" in grading.test_script(Recipe(task_install="make gen"), task)
+
+
+def test_recipes_for_conda_and_tox_repositories_are_pip_only() -> None:
+    """matplotlib, xarray and sphinx use conda or tox in SWE-bench's specs: here pip, with what
+    those gave (system freetype/qhull for matplotlib, tox's pytest invocation for sphinx)."""
+    mpl = recipe_for("matplotlib/matplotlib", "3.5")
+    assert dict(mpl.env)["MPLSETUPCFG"].startswith("/etc/")  # outside the checkout: each re-install uses it
+    assert any("libfreetype6-dev" in c and "libqhull-dev" in c for c in mpl.pre_install)
+    assert any(dict(mpl.env)["MPLSETUPCFG"] in c and "system_freetype = True" in c for c in mpl.pre_install)
+    assert mpl.checkout_install is not None  # editable: each checkout rebuilds its extensions
+    assert recipe_for("matplotlib/matplotlib", "3.8").install == 'python -m pip install --no-build-isolation -e ".[dev]"'
+    xarray = recipe_for("pydata/xarray", "0.12")
+    assert xarray.python == "3.10" and "numpy==1.23.0" in xarray.packages and "conda" not in xarray.to_json()
+    sphinx = recipe_for("sphinx-doc/sphinx", "3.5")
+    assert sphinx.test_cmd == "python -X dev -m pytest -rA --durations 25" and "tox" not in sphinx.to_json()
+    assert dict(sphinx.env)["PYTHONWARNINGS"].startswith("all,")
+    assert any("Jinja2<3.0" in c for c in sphinx.pre_install)
+    assert not any("Jinja2<3.0" in c for c in recipe_for("sphinx-doc/sphinx", "7.1").pre_install)
+    assert recipe_for("sphinx-doc/sphinx", "8.1").python == "3.10"
+    assert logparse.parser_for("sphinx-doc/sphinx") is logparse.pytest_v2
+    old = recipe_for("scikit-learn/scikit-learn", "0.20")
+    assert old.python == "3.6" and "cython<3" in old.packages and "--no-build-isolation" in (old.install or "")
 
 
 def test_django_and_sympy_run_their_own_runners() -> None:

@@ -11,7 +11,7 @@ import typer
 from .errors import BenchError
 from .progress import Progress
 from .records import load_tasks
-from .runner import DEFAULT_IMAGE, BenchRunner, RunConfig, parse_duration, parse_python_images
+from .runner import DEFAULT_IMAGE, ENV_SOURCES, BenchRunner, RunConfig, parse_duration, parse_python_images
 
 app = typer.Typer(name="swebench", help="Run kimi-code on SWE-bench-format tasks and grade the results.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -45,12 +45,17 @@ def run(
     env_timeout: float = typer.Option(3600, "--env-timeout", help="Seconds allowed to build one environment."),
     test_timeout: float = typer.Option(1800, "--test-timeout", help="Seconds allowed for grading one task's tests."),
     keep_trees: bool = typer.Option(False, "--keep-trees", help="Keep each task's checkouts (for debugging)."),
+    docker_host: Optional[str] = typer.Option(None, "--docker-host", help="Docker engine URL (e.g. tcp://build-host:2375) for environment builds, grading and the agent's sandbox; one that is not this machine's own socket gets the files copied in, never mounted."),
+    env: str = typer.Option("build", "--env", help="Environments: 'build' (images built from the recipes) or 'swebench-images' (SWE-bench's own per-instance images, the repository installed at /testbed)."),
+    swebench_namespace: str = typer.Option("swebench", "--swebench-namespace", help="Registry namespace of the SWE-bench images (--env swebench-images)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show environment builds' output on the console too (it always goes to work-dir/env-logs/)."),
 ) -> None:
     """Run the agent on each task, grade it like SWE-bench, write results and print a summary."""
     from .report import ResultsWriter, print_summary
 
     python_images = parse_python_images(python_image or [])  # flags first, before any work
+    if env not in ENV_SOURCES:
+        raise BenchError(f"--env {env!r}: use one of {', '.join(ENV_SOURCES)}")
     wanted = [i.strip() for chunk in (ids or []) for i in chunk.split(",") if i.strip()]
     tasks = load_tasks(tasks_file, wanted or None)
     parse_duration(max_time)
@@ -59,7 +64,8 @@ def run(
                     ca_bundle=ca_bundle.resolve() if ca_bundle else None, network=network,
                     repos_dir=repos_dir.resolve() if repos_dir else None, workers=workers,
                     env_timeout=env_timeout, test_timeout=test_timeout, keep_trees=keep_trees,
-                    python_images=python_images, verbose=verbose)
+                    python_images=python_images, verbose=verbose, docker_host=docker_host or None,
+                    env=env, swebench_namespace=swebench_namespace)
     predictions = predictions or out.with_name(out.stem + ".predictions.jsonl")
     writer = ResultsWriter(out, predictions, model_name or f"kimi-code/{model}")
     progress = Progress(len(tasks), workers)

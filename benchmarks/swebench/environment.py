@@ -2,9 +2,13 @@
 once and reused by every task (and every later run) that needs the same environment.
 
 The recipe runs as root in a container of the base image with the environment's checkout at
-/workspace (network on, the host CA bundle trusted), then the container is committed with the
-venv's bin first on PATH. An editable install made there points at /workspace, which is each
-task's own checkout when the agent's sandbox or the grader mounts it.
+/workspace (network on, the host CA bundle trusted), then /workspace is emptied and the container
+is committed with the venv's bin first on PATH. An editable install made there points at
+/workspace, which is each task's own checkout when the agent's sandbox or the grader puts it
+there. Emptying it makes an image built with the checkout copied in (a remote engine) the same as
+one built over a bind mount (which a commit never holds): no file of the setup commit is left to
+shadow a task's, and the metadata an editable install keeps in the source tree comes from each
+task's own re-install.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "2"
+BUILD_SCRIPT_VERSION = "5"
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 
@@ -46,7 +50,7 @@ class EnvSpec:
 
 
 def base_image_id(client: Any, image: str) -> tuple[str, list[str]]:
-    """The base image's id and environment, pulling it when missing."""
+    """The base image's id and environment, pulling it when missing (on the run's engine)."""
     from docker.errors import APIError, ImageNotFound
 
     try:
@@ -93,17 +97,34 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
         "python --version",
     ]
-    if recipe.checkout_install is not None and not recipe.task_install:
-        # What the offline re-install in each checkout builds with (--no-build-isolation).
+    reinstall = recipe.checkout_install is not None and not recipe.task_install
+    if reinstall:
         lines.append("python -m pip install -q setuptools wheel")
     if recipe.packages:
         lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))
     for req in recipe.requirements:
         lines.append(f"if [ -f {q(req)} ]; then python -m pip install -r {q(req)}; fi")
+    if reinstall:
+        # What the offline re-install in each checkout builds with (--no-build-isolation): the
+        # project's declared build requirements (setuptools_scm, flit_core...), held to the
+        # versions already installed (the recipe's pins), so nothing they pull in conflicts.
+        lines += ["if [ -f pyproject.toml ]; then",
+                  "  python -c 'import tomllib' 2>/dev/null || python -m pip install -q tomli",
+                  "  python - > /tmp/build-requires.txt <<'KIMI_BENCH_PY' || true",
+                  "try:\n    import tomllib as toml\nexcept ImportError:\n    import tomli as toml",
+                  "with open('pyproject.toml', 'rb') as fh:",
+                  "    print('\\n'.join(toml.load(fh).get('build-system', {}).get('requires', [])))",
+                  "KIMI_BENCH_PY",
+                  "  python -m pip freeze --exclude-editable | grep -v ' @ ' > /tmp/kimi-bench-constraints.txt || true",
+                  "  if [ -s /tmp/build-requires.txt ]; then echo '+ build requirements:' $(cat /tmp/build-requires.txt);"
+                  " python -m pip install -q -r /tmp/build-requires.txt -c /tmp/kimi-bench-constraints.txt"
+                  " || echo 'kimi-bench: build requirements not installed' >&2; fi",
+                  "fi"]
     if recipe.install:
         lines.append(f"echo '+ install: '{q(recipe.install)}\n{recipe.install}")
     lines += [f"chmod -R a+rwX {VENV_ROOT}", "python -m pip list --format=freeze > /tmp/pip-freeze.txt || true",
-              'chown -R "$KIMI_BENCH_OWNER" /workspace', "echo KIMI-BENCH-ENV-OK"]
+              # Each task brings its own checkout (see the module's docstring).
+              "find /workspace -mindepth 1 -delete", 'chown "$KIMI_BENCH_OWNER" /workspace', "echo KIMI-BENCH-ENV-OK"]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +133,7 @@ def _lock(tag: str) -> threading.Lock:
         return _locks.setdefault(tag, threading.Lock())
 
 
-def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path, ca_bundle: Path | None,
+def ensure_env_image(engine: containers.Engine, spec: EnvSpec, *, mirror: Path, work_dir: Path, ca_bundle: Path | None,
                      network: bool = True, timeout: float = 3600,
                      echo: Callable[[str], None] | None = None,
                      notice: Callable[[str], None] | None = None) -> tuple[str, bool]:
@@ -123,6 +144,7 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
     """
     from docker.errors import ImageNotFound
 
+    client = engine.client
     tag = image_tag(client, spec)
     with _lock(tag):
         try:
@@ -143,7 +165,7 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
         owner = containers.owner_of(src)
         script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
         mirrors = {name: os.environ[name] for name in MIRROR_ENV if os.environ.get(name)}
-        run, container = containers.run_script(client, spec.base_image, script, workspace=src, network=network,
+        run, container = containers.run_script(engine, spec.base_image, script, workspace=src, network=network,
                                                user="0:0", timeout=timeout, ca_bundle=ca_bundle,
                                                name_hint=f"env-{key}", env=mirrors, log_to=log_path, echo=echo)
         try:
@@ -170,5 +192,5 @@ def ensure_env_image(client: Any, spec: EnvSpec, *, mirror: Path, work_dir: Path
             container.commit(repository=repo_name, tag=tag_name, changes=changes)
         finally:
             containers.remove(container)
-            shutil.rmtree(src, ignore_errors=True)  # the checkout is in the image now (or useless)
+            shutil.rmtree(src, ignore_errors=True)  # each task brings its own checkout
         return tag, True

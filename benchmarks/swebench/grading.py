@@ -68,6 +68,16 @@ def test_script(recipe: Recipe, task: Task) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reset_test_files_script(task: Task) -> str:
+    """Shell lines putting the files ``test_patch`` touches back as they are at the base commit
+    (removed when the base commit has no such file), as SWE-bench's eval script does."""
+    lines = []
+    for path in touched_files(task.test_patch):
+        p = shlex.quote(path)
+        lines.append(f"git checkout -q {shlex.quote(task.base_commit)} -- {p} 2>/dev/null || rm -f -- {p}")
+    return "\n".join(lines)
+
+
 def prepare_eval_tree(mirror: Path, task: Task, model_patch: str, dest: Path) -> None:
     """A fresh checkout with the model's patch, the test files reset, and the test patch applied."""
     repos.checkout(mirror, task.base_commit, dest)
@@ -84,7 +94,7 @@ def prepare_eval_tree(mirror: Path, task: Task, model_patch: str, dest: Path) ->
         raise BenchError(f"{exc} (the task record is inconsistent)") from None
 
 
-def grade(client: Any, task: Task, recipe: Recipe, image: str, mirror: Path, model_patch: str, dest: Path,
+def grade(engine: containers.Engine, task: Task, recipe: Recipe, image: str, mirror: Path, model_patch: str, dest: Path,
           *, timeout: float = 1800) -> tuple[Grade, str]:
     """Grade ``model_patch``; returns the grade and the test log."""
     try:
@@ -92,7 +102,7 @@ def grade(client: Any, task: Task, recipe: Recipe, image: str, mirror: Path, mod
     except BenchError as exc:
         status = "patch_failed" if "agent's patch" in str(exc) else "error"
         return Grade(False, status, list(task.fail_to_pass), list(task.pass_to_pass), detail=str(exc)), ""
-    run = containers.run_and_remove(client, image, test_script(recipe, task), workspace=dest, network=False,
+    run = containers.run_and_remove(engine, image, test_script(recipe, task), workspace=dest, network=False,
                                     user=containers.owner_of(dest), timeout=timeout, name_hint="grade")
     if run.timed_out:
         return Grade(False, "error", list(task.fail_to_pass), list(task.pass_to_pass),

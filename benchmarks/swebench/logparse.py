@@ -128,9 +128,19 @@ _DJANGO_PASSED_AFTER_NOISE = (
 )
 
 
+# unittest on Python 3.11+ names a test "name (module.Class.name)"; SWE-bench's dataset was made
+# on older Pythons, which print "name (module.Class)": the same test.
+_DJANGO_311_ID = re.compile(r"^(\w+) \(([\w.]+)\.\1\)$")
+
+
 def django(log: str) -> dict[str, str]:
     """django's ``runtests.py --verbosity 2``: ``name (module.Class) ... ok|skipped|FAIL|ERROR``,
-    ``FAIL: name``/``ERROR: name`` headers, and an ``ok`` on a later line after printed output."""
+    ``FAIL: name``/``ERROR: name`` headers, and an ``ok`` on a later line after printed output.
+    Ids printed by Python 3.11+ are written as older Pythons print them (the dataset's form)."""
+    return {_DJANGO_311_ID.sub(r"\1 (\2)", name): status for name, status in _django(log).items()}
+
+
+def _django(log: str) -> dict[str, str]:
     out: dict[str, str] = {}
     previous: str | None = None
     for raw in log.split("\n"):

@@ -167,8 +167,7 @@ def _table() -> dict[str, dict[str, Recipe]]:
     add("sympy/sympy", ["1.13", "1.14"],
         Recipe(python="3.9", packages=("mpmath==1.3.0",), requirements=("requirements-dev.txt", "requirements-test.txt"),
                test_cmd=sympy_cmd))
-    # The rest of SWE-bench Lite's repositories whose SWE-bench specs need only pip (matplotlib,
-    # xarray and sphinx use conda or tox there and have no recipe yet).
+    # The rest of SWE-bench Lite's and Verified's repositories.
     add("pylint-dev/pylint", ["2.9", "2.10", "2.11", "2.13", "2.14", "2.15", "2.16", "2.17"],
         Recipe(python="3.9", requirements=("requirements_test.txt",)))
     add("pylint-dev/pylint", ["3.0", "3.1", "3.2", "3.3", "4.0"],
@@ -199,6 +198,80 @@ def _table() -> dict[str, dict[str, Recipe]]:
         Recipe(python="3.9", packages=("numpy==1.19.2", "scipy==1.5.2", "cython==3.0.10", "pytest", "pandas<2.0.0",
                                        "matplotlib<3.9.0", "setuptools", "joblib", "threadpoolctl"),
                install="python -m pip install -v --no-use-pep517 --no-build-isolation -e ."))
+    # scikit-learn before 1.3 (SWE-bench: Python 3.6, conda's numpy scipy cython pytest pandas
+    # matplotlib): the same from pip; Cython 3 cannot build these versions, so <3 (as conda's was).
+    add("scikit-learn/scikit-learn", ["0.20", "0.21", "0.22"],
+        Recipe(python="3.6", packages=("cython<3", "numpy==1.19.2", "scipy==1.5.2", "setuptools", "pytest", "pandas",
+                                       "matplotlib", "joblib", "threadpoolctl"),
+               install="python -m pip install -v --no-use-pep517 --no-build-isolation -e ."))
+    # matplotlib: SWE-bench installs conda's environment.yml (or requirements.txt) and downloads
+    # qhull from qhull.org, and matplotlib's build downloads freetype. Pip-only and without those
+    # downloads: Debian's freetype and qhull, named by a build config outside the checkout
+    # (MPLSETUPCFG, so each task's offline re-install, which rebuilds the extensions in its
+    # checkout, uses them too), a compiler, SWE-bench's pip pins and the repository's test
+    # requirements; no TeX (the tests that need it skip).
+    mpl_apt = ("apt-get -y update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+               "build-essential pkg-config libfreetype6-dev libqhull-dev ghostscript imagemagick ffmpeg",)
+    mpl_cfg = "/etc/kimi-bench-mplsetup.cfg"
+    mpl_libs = (f"printf '[libs]\\nsystem_freetype = True\\nsystem_qhull = True\\n' > {mpl_cfg}",)
+    mpl_env = (("MPLSETUPCFG", mpl_cfg),)
+    mpl_pins = ("contourpy==1.1.0", "cycler==0.11.0", "fonttools==4.42.1", "kiwisolver==1.4.5", "numpy==1.25.2",
+                "packaging==23.1", "pillow==10.0.0", "pyparsing==3.0.9", "python-dateutil==2.8.2", "six==1.16.0",
+                "setuptools==68.1.2", "setuptools-scm==7.1.0", "typing-extensions==4.7.1", "pytest", "certifi",
+                "pybind11", "wheel")
+    for versions, install in ((["3.5", "3.6", "3.7"], EDITABLE),
+                              (["3.8", "3.9"], 'python -m pip install --no-build-isolation -e ".[dev]"')):
+        add("matplotlib/matplotlib", versions,
+            Recipe(python="3.11", packages=mpl_pins, requirements=("requirements/testing/all.txt",),
+                   pre_install=mpl_apt + mpl_libs, install=install, env=mpl_env))
+    add("matplotlib/matplotlib", ["3.1", "3.2", "3.3", "3.4"],
+        Recipe(python="3.8", packages=("pytest", "ipython", "certifi"), requirements=("requirements/testing/travis_all.txt",
+                                                                                       "requirements/testing/all.txt"),
+               pre_install=mpl_apt + mpl_libs, env=mpl_env))
+    add("matplotlib/matplotlib", ["3.0"],
+        Recipe(python="3.7", packages=("pytest", "numpy<1.22", "certifi"), pre_install=mpl_apt + mpl_libs, env=mpl_env))
+    # xarray: SWE-bench's pip pins (its environment.yml is conda's; these are what the tests need).
+    add("pydata/xarray", ["0.12", "0.18", "0.19", "0.20", "2022.03", "2022.06", "2022.09", "2023.07", "2024.05"],
+        Recipe(python="3.10", packages=("numpy==1.23.0", "packaging==23.1", "pandas==1.5.3", "pytest==7.4.0",
+                                        "python-dateutil==2.8.2", "pytz==2023.3", "six==1.16.0", "scipy==1.11.1",
+                                        "setuptools==68.0.0", "dask==2022.8.1")))
+    # sphinx: SWE-bench runs `tox --current-env -epy39 -v --` after putting -rA into tox.ini; tox's
+    # test environment is pytest under `python -X dev` with tox.ini's PYTHONWARNINGS, which is
+    # what runs here, without tox. The setup.py pins are SWE-bench's.
+    sphinx_cmd = "python -X dev -m pytest -rA --durations 25"
+    sphinx_env = (("PYTHONWARNINGS", "all,ignore::ImportWarning:importlib._bootstrap_external,"
+                                     "ignore::DeprecationWarning:site,ignore::DeprecationWarning:distutils,"
+                                     "ignore::DeprecationWarning:pip._vendor.packaging.version"),)
+    old_pins = ("sed -i 's/Jinja2>=2.3/Jinja2<3.0/' setup.py",
+                "sed -i 's/sphinxcontrib-applehelp/sphinxcontrib-applehelp<=1.0.7/' setup.py",
+                "sed -i 's/sphinxcontrib-devhelp/sphinxcontrib-devhelp<=1.0.5/' setup.py",
+                "sed -i 's/sphinxcontrib-qthelp/sphinxcontrib-qthelp<=1.0.6/' setup.py",
+                "sed -i 's/alabaster>=0.7,<0.8/alabaster>=0.7,<0.7.12/' setup.py",
+                "sed -i \"s/'packaging',/'packaging', 'markupsafe<=2.0.1',/\" setup.py")
+    html_pins = {
+        "new": ("sed -i 's/sphinxcontrib-htmlhelp>=2.0.0/sphinxcontrib-htmlhelp>=2.0.0,<=2.0.4/' setup.py",
+                "sed -i 's/sphinxcontrib-serializinghtml>=1.1.5/sphinxcontrib-serializinghtml>=1.1.5,<=1.1.9/' setup.py"),
+        "4.1": ("grep -q 'sphinxcontrib-htmlhelp>=2.0.0' setup.py && sed -i 's/sphinxcontrib-htmlhelp>=2.0.0/"
+                "sphinxcontrib-htmlhelp>=2.0.0,<=2.0.4/' setup.py || sed -i 's/sphinxcontrib-htmlhelp/"
+                "sphinxcontrib-htmlhelp<=2.0.4/' setup.py",
+                "grep -q 'sphinxcontrib-serializinghtml>=1.1.5' setup.py && sed -i 's/sphinxcontrib-serializinghtml>=1.1.5/"
+                "sphinxcontrib-serializinghtml>=1.1.5,<=1.1.9/' setup.py || sed -i 's/sphinxcontrib-serializinghtml/"
+                "sphinxcontrib-serializinghtml<=1.1.9/' setup.py"),
+        "old": ("sed -i 's/sphinxcontrib-htmlhelp/sphinxcontrib-htmlhelp<=2.0.4/' setup.py",
+                "sed -i 's/sphinxcontrib-serializinghtml/sphinxcontrib-serializinghtml<=1.1.9/' setup.py"),
+    }
+    for version in ["1.5", "1.6", "1.7", "1.8", "2.0", "2.1", "2.2", "2.3", "2.4", "3.0", "3.1", "3.2", "3.3", "3.4",
+                    "3.5", "4.0", "4.1", "4.2", "4.3", "4.4", "4.5", "5.0", "5.1", "5.2", "5.3", "6.0", "6.2", "7.0",
+                    "7.1", "7.2", "7.3", "7.4", "8.0", "8.1"]:
+        pre: tuple[str, ...] = ()
+        if version in ("3.0", "3.1", "3.2", "3.3", "3.4", "3.5", "4.0", "4.1", "4.2", "4.3", "4.4"):
+            kind = "new" if version in ("4.2", "4.3", "4.4") else "4.1" if version == "4.1" else "old"
+            pre = old_pins + html_pins[kind]
+        if version in ("7.2", "7.3", "7.4", "8.0", "8.1"):
+            pre += ("apt-get update && apt-get install -y graphviz",)
+        add("sphinx-doc/sphinx", [version],
+            Recipe(python="3.10" if version in ("8.0", "8.1") else "3.9", packages=("Jinja2==3.0.3",),
+                   pre_install=pre, install="python -m pip install -e '.[test]'", test_cmd=sphinx_cmd, env=sphinx_env))
     return t
 
 

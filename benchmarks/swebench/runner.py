@@ -14,18 +14,23 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import containers, environment, grading, repos
+from . import containers, environment, grading, repos, swebench_images
 from .errors import BenchError, EnvBuildError
 from .patches import test_directives
 from .recipes import Recipe, recipe_for
 from .records import Task, TaskResult
 
 ORACLE = "oracle"
+SWEBENCH_IMAGES = "swebench-images"
+ENV_SOURCES = ("build", SWEBENCH_IMAGES)
+# A task's own image on an engine that cannot see this machine's files (see _task_install).
+TASK_IMAGE_REPO = "kimi-code-bench-task"
 DEFAULT_IMAGE = "python:3.12-bookworm"
 TASK_SUFFIX = ("\n\n---\nResolve the issue above by changing the repository's code. Hidden tests will check the fix; "
                "you may add or run tests, but do not rely on changing existing tests.\n")
@@ -53,6 +58,13 @@ class RunConfig:
     # Python version -> base image that already has it (--python-image 3.9=IMAGE): no uv download.
     python_images: dict[str, str] = field(default_factory=dict)
     verbose: bool = False  # environment builds' output on the console too
+    # The engine for environment builds, grading and the agent's sandbox (None: DOCKER_HOST or the
+    # local socket). One that cannot see this machine's files gets them copied in (containers.py).
+    docker_host: str | None = None
+    # "build": environment images built from recipes; "swebench-images": SWE-bench's own instance
+    # images (the repository installed at /testbed), from this registry namespace.
+    env: str = "build"
+    swebench_namespace: str = "swebench"
 
     @property
     def oracle(self) -> bool:
@@ -93,6 +105,13 @@ def _cleanup_sandboxes(client: Any, under: Path) -> None:
             if workspace == str(under) or workspace.startswith(str(under) + os.sep):  # not tasks/x-12 for x-1
                 c.remove(force=True)
     except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _remove_image(client: Any, image: str) -> None:
+    try:
+        client.images.remove(image, force=True)
+    except Exception:  # noqa: BLE001 - best effort: already gone
         pass
 
 
@@ -181,21 +200,33 @@ class BenchRunner:
         self.on_result = on_result
         self.on_start = on_start
         self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr))
-        self._client: Any = None
+        self._engine: containers.Engine | None = None
         self._lock = threading.Lock()
 
     @property
-    def client(self) -> Any:
+    def engine(self) -> containers.Engine:
         with self._lock:
-            if self._client is None:
-                self._client = containers.docker_client()
-            return self._client
+            if self._engine is None:
+                # Without --docker-host the engine is DOCKER_HOST's, which may be remote as well.
+                url = self.cfg.docker_host or os.environ.get("DOCKER_HOST") or None
+                self._engine = containers.Engine(containers.docker_client(self.cfg.docker_host), url,
+                                                 {containers.WORK_DIR_LABEL: str(self.cfg.work_dir)})
+            return self._engine
+
+    @property
+    def client(self) -> Any:
+        return self.engine.client
 
     def run(self, tasks: list[Task]) -> list[TaskResult]:
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.ca_bundle is not None and not self.cfg.ca_bundle.is_file():
             raise BenchError(f"CA bundle {self.cfg.ca_bundle} does not exist")
-        environment.base_image_id(self.client, self.cfg.image)  # no Docker or no base image: one clear error
+        if self.cfg.env not in ENV_SOURCES:
+            raise BenchError(f"--env {self.cfg.env!r}: use one of {', '.join(ENV_SOURCES)}")
+        if self.cfg.env == "build":
+            environment.base_image_id(self.client, self.cfg.image)  # no Docker or no base image: one clear error
+        else:
+            self.client  # noqa: B018 - no Docker: one clear error before any task
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
             return list(pool.map(self._run_one, tasks))
 
@@ -222,8 +253,8 @@ class BenchRunner:
             result.status, result.error = "error", f"{exc.__class__.__name__}: {exc}"
         finally:
             result.wall_time = round(time.monotonic() - t0, 2)
-            if self._client is not None:
-                _cleanup_sandboxes(self._client, root)
+            if self._engine is not None:
+                _cleanup_sandboxes(self._engine.client, root)
             if not self.cfg.keep_trees:
                 for sub in ("repo", "eval"):
                     shutil.rmtree(root / sub, ignore_errors=True)
@@ -240,17 +271,31 @@ class BenchRunner:
         root.mkdir(parents=True)
         recipe = recipe_for(task.repo, task.version, task.env_recipe)
         mirror = repos.mirror_for(task.repo, cfg.repos_dir, cfg.work_dir)
-        spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
-        echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
-        image, built = environment.ensure_env_image(self.client, spec, mirror=mirror, work_dir=cfg.work_dir,
-                                                    echo=echo, notice=self.on_notice,
-                                                    ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
-        result.env_image, result.env_built = image, built
-        workspace = repos.checkout(mirror, task.base_commit, root / "repo")
-        self._task_install(recipe, image, workspace)
-
         patch_file = root / "agent.patch"
-        code, summary, agent_time = self._agent(task, recipe, image, workspace, root, patch_file, result)
+        if cfg.env == SWEBENCH_IMAGES:
+            # The image holds the repository at /testbed; the host checkout (at the same commit) is
+            # what kimi-code's copy mode streams over it, and where the agent's changes come back.
+            image = swebench_images.image_name(task.instance_id, cfg.swebench_namespace)
+            swebench_images.ensure_image(self.client, image)
+            result.env_image = image
+            workspace = repos.checkout(mirror, task.base_commit, root / "repo")
+            agent_image = swebench_images.agent_image(self.client, image)
+            code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result,
+                                                    workspace_path=swebench_images.TESTBED)
+        else:
+            spec = environment.EnvSpec(task.repo, task.environment_setup_commit, recipe, cfg.base_image(recipe))
+            echo = (lambda line: self.on_notice(f"[env {task.repo}] {line}")) if cfg.verbose else None
+            image, built = environment.ensure_env_image(self.engine, spec, mirror=mirror, work_dir=cfg.work_dir,
+                                                        echo=echo, notice=self.on_notice,
+                                                        ca_bundle=cfg.ca_bundle, timeout=cfg.env_timeout)
+            result.env_image, result.env_built = image, built
+            workspace = repos.checkout(mirror, task.base_commit, root / "repo")
+            agent_image = self._task_install(task, recipe, image, workspace)
+            try:
+                code, summary, agent_time = self._agent(task, recipe, agent_image, workspace, root, patch_file, result)
+            finally:
+                if agent_image != image:
+                    _remove_image(self.client, agent_image)
         result.agent_time = round(agent_time, 2)
         result.exit_code = code
         result.agent_status = summary.get("status")
@@ -271,8 +316,11 @@ class BenchRunner:
             result.error = f"kimi-code run exited {code} without a summary (see {root / 'agent.log'})"
             return
 
-        grade, log = grading.grade(self.client, task, recipe, image, mirror, patch, root / "eval",
-                                   timeout=cfg.test_timeout)
+        if cfg.env == SWEBENCH_IMAGES:
+            grade, log = swebench_images.grade(self.engine, task, recipe, image, patch, timeout=cfg.test_timeout)
+        else:
+            grade, log = grading.grade(self.engine, task, recipe, image, mirror, patch, root / "eval",
+                                       timeout=cfg.test_timeout)
         (root / "tests.log").write_text(log)
         result.resolved = grade.resolved
         result.fail_to_pass_failed = grade.fail_to_pass_failed
@@ -283,37 +331,61 @@ class BenchRunner:
         elif ended:
             result.error = f"the agent stopped: {summary.get('summary') or ended}"[:500]
 
-    def _task_install(self, recipe: Recipe, image: str, workspace: Path) -> None:
+    def _task_install(self, task: Task, recipe: Recipe, image: str, workspace: Path) -> str:
+        """Run the recipe's per-checkout install in the task's checkout; returns the image the
+        agent's sandbox starts from. On an engine that sees this machine's files that is the
+        environment image (the sandbox mounts the checkout, build products included). Elsewhere
+        the checkout is copied in and back, and the container is committed as the task's image:
+        kimi-code's copy mode then streams the checkout's tracked and untracked files over its
+        /workspace, and the ignored build products (egg-info, entry points) stay there, as a mount
+        would have shown them."""
         install = recipe.checkout_install
         if install is None:
-            return
+            return image
         command, required = install
-        run = containers.run_and_remove(self.client, image, f"cd /workspace && {command}",
-                                        workspace=workspace, network=False, user=containers.owner_of(workspace),
-                                        timeout=self.cfg.env_timeout, name_hint="task-install")
-        if run.exit_code != 0:
-            tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
-            if required:
-                raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
-            self.on_notice(f"the offline re-install failed in the checkout (the image's install is used): "
-                           f"{tail[0][:200]}")
-            repos.git("checkout", "-q", "--", ".", cwd=workspace)
-            repos.git("clean", "-q", "-fd", cwd=workspace)
-            return
-        # The checkout is the agent's starting point: install artifacts stay out of its diff.
-        repos.git("add", "-A", cwd=workspace)
-        repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
+        local = self.engine.local_files
+        run, container = containers.run_script(self.engine, image, f"cd /workspace && {command}",
+                                               workspace=workspace, network=False,
+                                               user=containers.owner_of(workspace), copy_back=not local,
+                                               timeout=self.cfg.env_timeout, name_hint="task-install")
+        try:
+            if run.exit_code != 0:
+                tail = [ln for ln in run.output.splitlines() if ln.strip()][-1:] or ["(no output)"]
+                if required:
+                    raise EnvBuildError(f"task_install failed in the checkout: {tail[0][:200]}")
+                self.on_notice(f"the offline re-install failed in the checkout (the image's install is used): "
+                               f"{tail[0][:200]}")
+                repos.git("checkout", "-q", "--", ".", cwd=workspace)
+                repos.git("clean", "-q", "-fd", cwd=workspace)
+                return image
+            # The checkout is the agent's starting point: install artifacts stay out of its diff.
+            repos.git("add", "-A", cwd=workspace)
+            repos.git("commit", "-q", "--allow-empty", "-m", "task_install artifacts", cwd=workspace)
+            if local:
+                return image
+            tag = f"{task.instance_id.lower()[:100]}-{uuid.uuid4().hex[:8]}"
+            container.commit(repository=TASK_IMAGE_REPO, tag=tag, changes=['CMD ["bash"]', "WORKDIR /workspace",
+                                                                           f'LABEL {containers.LABEL}="1"'])
+            return f"{TASK_IMAGE_REPO}:{tag}"
+        finally:
+            containers.remove(container)
 
     def _agent(self, task: Task, recipe: Recipe, image: str, workspace: Path, root: Path, patch_file: Path,
-               result: TaskResult) -> tuple[int | None, dict[str, Any], float]:
+               result: TaskResult, workspace_path: str | None = None) -> tuple[int | None, dict[str, Any], float]:
+        """Run kimi-code on the task (the oracle through the fake server); ``workspace_path``: the
+        repository's place in the image, which the sandbox then holds as a copy (workspace = copy)."""
         cfg = self.cfg
         task_file = root / "task.md"
         task_file.write_text(task.problem_statement.rstrip() + TASK_SUFFIX)
         env = dict(os.environ)
         env.setdefault("KIMI_CODE_STATE_DIR", str(cfg.work_dir / "state"))
+        if cfg.docker_host:
+            env["DOCKER_HOST"] = cfg.docker_host  # kimi-code picks workspace = copy for a remote one
         limit = parse_duration(cfg.max_time)
         timeout = None if limit is None else limit + 300  # kimi-code stops itself first
         t0 = time.monotonic()
+        placement = {"KIMI_CODE_WORKSPACE": "copy", "KIMI_CODE_WORKSPACE_PATH": workspace_path} if workspace_path else {}
+        env.update(placement)
         if not cfg.oracle:
             cmd = _agent_command(cfg, workspace, task_file, patch_file, image, cfg.base_url)
             code, summary = _run_agent(cmd, env, timeout, root / "agent.log")
@@ -336,6 +408,7 @@ class BenchRunner:
         empty_config = root / "oracle-config.toml"
         empty_config.write_text("")
         env["KIMI_CODE_CONFIG"] = str(empty_config)
+        env.update(placement)
         with FakeKimi(policy) as fake:
             env["KIMI_CODE_API_KEY"] = fake.api_key
             cmd = _agent_command(cfg, workspace, task_file, patch_file, image, fake.base_url)
