@@ -96,8 +96,8 @@ def test_recipe_table_covers_the_required_repositories_and_overrides_change_the_
     for repo, version in (("pylint-dev/pylint", "2.15"), ("mwaskom/seaborn", "0.12"), ("astropy/astropy", "5.2"),
                           ("scikit-learn/scikit-learn", "1.3"), ("django/django", "4.2"), ("sympy/sympy", "1.12")):
         assert recipe_for(repo, version).python == "3.9" or repo == "django/django", repo
-    with pytest.raises(EnvBuildError, match="no install recipe for django/django 1.9: add one to benchmarks/swebench/recipes.py or give the task an env_recipe$"):
-        recipe_for("django/django", "1.9")  # a known repository, an unknown version
+    with pytest.raises(EnvBuildError, match="no install recipe for django/django 1.0: add one to benchmarks/swebench/recipes.py or give the task an env_recipe$"):
+        recipe_for("django/django", "1.0")  # a known repository, an unknown version
     assert recipe_for("unknown/repo", "1.0", {"install": "make"}).packages == ("pytest",)
     base = recipe_for("psf/requests", "2.0")
     changed = recipe_for("psf/requests", "2.0", {"packages": ["pytest", "httpbin"], "env": {"A": "1"}})
@@ -432,6 +432,32 @@ def test_unbuildable_environment_is_reported_not_fatal(oracle_run) -> None:
     assert f"(log: {log})" in proc.stderr and "building the environment for kimi-test/calc" in proc.stderr
     assert re.search(r"^\[calc__calc-\S+\] \w+ \(\d+\.\ds\) — done 5/5 · running 0 · queued 0 · resolved 3",
                      proc.stderr, re.M)
+
+
+@pytest.mark.docker
+def test_a_failed_environment_build_is_not_repeated_in_the_run(task_set, tmp_path: Path) -> None:
+    """Every task of an environment whose build failed gets that failure at once: a build of
+    minutes that fails the same way is not run again for each of its tasks."""
+    from conftest import TEST_IMAGE
+
+    from benchmarks.swebench import containers, environment
+    from benchmarks.swebench.recipes import Recipe
+
+    repos_dir, _, records = task_set
+    recipe = Recipe(python=None, install=None, pre_install=(f"echo built-{tmp_path.name}; exit 7",))
+    spec = environment.EnvSpec("kimi-test/calc", records[0]["environment_setup_commit"], recipe, TEST_IMAGE)
+    engine = containers.Engine(containers.docker_client(None))
+    mirror = repos_dir / "kimi-test+calc"
+    notices: list[str] = []
+    errors = []
+    for _ in range(2):
+        with pytest.raises(EnvBuildError) as info:
+            environment.ensure_env_image(engine, spec, mirror=mirror, work_dir=tmp_path, ca_bundle=None,
+                                         network=False, notice=notices.append)
+        errors.append(str(info.value))
+    assert len(notices) == 1, notices  # one build
+    assert errors[0] == errors[1] and "exit 7" in errors[0] and "log: " in errors[0]
+    assert f"built-{tmp_path.name}" in Path(errors[0].rsplit("log: ", 1)[1]).read_text()
 
 
 @pytest.mark.docker

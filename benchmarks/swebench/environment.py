@@ -36,8 +36,11 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "5"
+BUILD_SCRIPT_VERSION = "6"
 _locks: dict[str, threading.Lock] = {}
+# Builds that failed in this process: the other tasks of the environment fail at once with the same
+# error instead of repeating a build that takes minutes and fails the same way.
+_failed: dict[str, EnvBuildError] = {}
 _guard = threading.Lock()
 
 
@@ -96,6 +99,10 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         "fi",
         f"export PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}",
         "python --version",
+        # A distribution's python3-venv seeds the pip of its day (Debian 11: pip 20.3), whose
+        # editable installs of pyproject projects run `setup.py develop` and fail with today's
+        # setuptools: the newest pip this Python can run, as SWE-bench's environments have.
+        "python -m pip install -q --upgrade pip",
     ]
     reinstall = recipe.checkout_install is not None and not recipe.task_install
     if reinstall:
@@ -152,45 +159,60 @@ def ensure_env_image(engine: containers.Engine, spec: EnvSpec, *, mirror: Path, 
             return tag, False
         except ImageNotFound:
             pass
-        key = tag.split(":")[1]
-        src = work_dir / "env-src" / key
-        log_path = work_dir / "env-logs" / f"{key}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if tag in _failed:
+            raise _failed[tag]
         try:
-            repos.checkout(mirror, spec.setup_commit, src)
-        except BenchError as exc:
-            raise EnvBuildError(f"environment {tag}: {exc}") from None
-        if notice is not None:
-            notice(f"building the environment for {spec.repo} @ {spec.setup_commit[:12]} (log: {log_path})")
-        owner = containers.owner_of(src)
-        script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
-        mirrors = {name: os.environ[name] for name in MIRROR_ENV if os.environ.get(name)}
-        run, container = containers.run_script(engine, spec.base_image, script, workspace=src, network=network,
-                                               user="0:0", timeout=timeout, ca_bundle=ca_bundle,
-                                               name_hint=f"env-{key}", env=mirrors, log_to=log_path, echo=echo)
-        try:
-            log_path.write_text(run.output)  # whole, whatever the follower managed
-            fetch_failed = f"{PYTHON_FETCH_FAILED} " in run.output
-            if fetch_failed and not run.timed_out:
-                want = spec.recipe.python
-                raise EnvBuildError(f"environment for {spec.repo}: Python {want} could not be downloaded with uv "
-                                    f"(set UV_PYTHON_INSTALL_MIRROR, or give an image that has it: --python-image "
-                                    f"{want}=IMAGE) — log: {log_path}")
-            if run.timed_out or run.exit_code != 0 or "KIMI-BENCH-ENV-OK" not in run.output:
-                why = "timed out" if run.timed_out else f"exit {run.exit_code}"
-                tail = [ln for ln in run.output.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
-                raise EnvBuildError(f"environment for {spec.repo} @ {spec.setup_commit[:12]} failed to build "
-                                    f"({why}): {tail[0][:200]} — log: {log_path}")
-            _, base_env = base_image_id(client, spec.base_image)
-            base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")),
-                             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            changes = [f"ENV PATH={VENV}/bin:{base_path}", f"ENV VIRTUAL_ENV={VENV}",
-                       "ENV PYTHONDONTWRITEBYTECODE=1", 'CMD ["bash"]', "WORKDIR /workspace",
-                       f'LABEL {containers.LABEL}="1" kimi-code-bench.repo="{spec.repo}"']
-            changes += [f"ENV {k}={v}" for k, v in spec.recipe.env]
-            repo_name, tag_name = tag.split(":")
-            container.commit(repository=repo_name, tag=tag_name, changes=changes)
-        finally:
-            containers.remove(container)
-            shutil.rmtree(src, ignore_errors=True)  # each task brings its own checkout
-        return tag, True
+            return tag, _build(engine, spec, tag, mirror=mirror, work_dir=work_dir, ca_bundle=ca_bundle,
+                               network=network, timeout=timeout, echo=echo, notice=notice)
+        except EnvBuildError as exc:
+            _failed[tag] = exc
+            raise
+
+
+def _build(engine: containers.Engine, spec: EnvSpec, tag: str, *, mirror: Path, work_dir: Path,
+           ca_bundle: Path | None, network: bool, timeout: float, echo: Callable[[str], None] | None,
+           notice: Callable[[str], None] | None) -> bool:
+    """Build the environment image ``tag`` (its lock held); True when done."""
+    client = engine.client
+    key = tag.split(":")[1]
+    src = work_dir / "env-src" / key
+    log_path = work_dir / "env-logs" / f"{key}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        repos.checkout(mirror, spec.setup_commit, src)
+    except BenchError as exc:
+        raise EnvBuildError(f"environment {tag}: {exc}") from None
+    if notice is not None:
+        notice(f"building the environment for {spec.repo} @ {spec.setup_commit[:12]} (log: {log_path})")
+    owner = containers.owner_of(src)
+    script = f"export KIMI_BENCH_OWNER={owner}\n" + build_script(spec.recipe, ca_bundle is not None)
+    mirrors = {name: os.environ[name] for name in MIRROR_ENV if os.environ.get(name)}
+    run, container = containers.run_script(engine, spec.base_image, script, workspace=src, network=network,
+                                           user="0:0", timeout=timeout, ca_bundle=ca_bundle,
+                                           name_hint=f"env-{key}", env=mirrors, log_to=log_path, echo=echo)
+    try:
+        log_path.write_text(run.output)  # whole, whatever the follower managed
+        fetch_failed = f"{PYTHON_FETCH_FAILED} " in run.output
+        if fetch_failed and not run.timed_out:
+            want = spec.recipe.python
+            raise EnvBuildError(f"environment for {spec.repo}: Python {want} could not be downloaded with uv "
+                                f"(set UV_PYTHON_INSTALL_MIRROR, or give an image that has it: --python-image "
+                                f"{want}=IMAGE) — log: {log_path}")
+        if run.timed_out or run.exit_code != 0 or "KIMI-BENCH-ENV-OK" not in run.output:
+            why = "timed out" if run.timed_out else f"exit {run.exit_code}"
+            tail = [ln for ln in run.output.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+            raise EnvBuildError(f"environment for {spec.repo} @ {spec.setup_commit[:12]} failed to build "
+                                f"({why}): {tail[0][:200]} — log: {log_path}")
+        _, base_env = base_image_id(client, spec.base_image)
+        base_path = next((e.split("=", 1)[1] for e in base_env if e.startswith("PATH=")),
+                         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        changes = [f"ENV PATH={VENV}/bin:{base_path}", f"ENV VIRTUAL_ENV={VENV}",
+                   "ENV PYTHONDONTWRITEBYTECODE=1", 'CMD ["bash"]', "WORKDIR /workspace",
+                   f'LABEL {containers.LABEL}="1" kimi-code-bench.repo="{spec.repo}"']
+        changes += [f"ENV {k}={v}" for k, v in spec.recipe.env]
+        repo_name, tag_name = tag.split(":")
+        container.commit(repository=repo_name, tag=tag_name, changes=changes)
+    finally:
+        containers.remove(container)
+        shutil.rmtree(src, ignore_errors=True)  # each task brings its own checkout
+    return True

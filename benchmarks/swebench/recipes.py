@@ -92,6 +92,8 @@ def _table() -> dict[str, dict[str, Recipe]]:
         ["0.7", "0.8", "0.9", "0.11", "0.13", "0.14", "1.1", "1.2", "2.0", "2.2", "2.3", "2.4", "2.5", "2.7", "2.8",
          "2.9", "2.10", "2.11", "2.12", "2.17", "2.18", "2.19", "2.22", "2.25", "2.26", "2.27", "3.0"],
         Recipe(python="3.9", packages=("pytest",)))
+    # 2.31: SWE-bench installs it (not editable); editable here, so the agent's own test runs see its edits.
+    add("psf/requests", ["2.31"], Recipe(python="3.9", packages=("pytest",)))
     add("marshmallow-code/marshmallow",
         ["2.18", "2.19", "2.20", "3.0", "3.1", "3.2", "3.4", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.15",
          "3.16", "3.19"],
@@ -103,6 +105,8 @@ def _table() -> dict[str, dict[str, Recipe]]:
     # pytest 9 breaks flask 2.2/2.3's tests: their own pinned test requirements.
     add("pallets/flask", ["2.2", "2.3"], Recipe(python="3.11", packages=flask_pins_21,
                                                  requirements=("requirements/tests.txt",)))
+    add("pallets/flask", ["3.0", "3.1"], Recipe(python="3.11", packages=("setuptools==70.0.0",) + flask_pins_21,
+                                                 requirements=("requirements.txt", "requirements/tests.txt")))
     pydicom_python = {"1.0": "3.6", "1.1": "3.6", "1.2": "3.6", "1.3": "3.6", "1.4": "3.8", "2.0": "3.8",
                       "2.1": "3.9", "2.2": "3.9", "2.3": "3.10", "2.4": "3.11", "3.0": "3.11"}
     for version, py in pydicom_python.items():
@@ -144,7 +148,8 @@ def _table() -> dict[str, dict[str, Recipe]]:
         "7.4": ("iniconfig==2.0.0", "packaging==23.1", "pluggy==1.3.0", "exceptiongroup==1.1.3", "tomli==2.0.1"),
     }
     pytest_pins.update({"5.1": pytest_pins["5.0"], "5.2": pytest_pins["5.0"], "6.3": pytest_pins["6.2"],
-                        "7.2": pytest_pins["7.1"], "8.0": pytest_pins["7.4"]})
+                        "7.2": pytest_pins["7.1"]})
+    pytest_pins.update({v: pytest_pins["7.4"] for v in ("8.0", "8.1", "8.2", "8.3", "8.4")})
     build = ("setuptools_scm<8", "wheel")
     for version, pins in pytest_pins.items():
         extra = build if any(p.startswith("setuptools==") for p in pins) else ("setuptools<70",) + build
@@ -156,6 +161,14 @@ def _table() -> dict[str, dict[str, Recipe]]:
     # locale from the environment (C.UTF-8 is in every Debian image) instead of locale-gen.
     django_cmd = "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1"
     utf8 = (("LANG", "C.UTF-8"), ("LC_ALL", "C.UTF-8"), ("PYTHONIOENCODING", "utf8"))
+    # Before 3.0 SWE-bench installs with setup.py (Python 3.5); editable here, so that the runner
+    # sees each task's checkout, and 1.9's runner without the settings and parallel flags.
+    add("django/django", ["1.4", "1.5", "1.6", "1.7", "1.8", "1.10", "1.11", "2.0", "2.1", "2.2"],
+        Recipe(python="3.5", packages=("setuptools",), requirements=("requirements.txt", "tests/requirements/py3.txt"),
+               test_cmd=django_cmd, env=utf8))
+    add("django/django", ["1.9"], Recipe(python="3.5", packages=("setuptools",),
+                                         requirements=("requirements.txt", "tests/requirements/py3.txt"),
+                                         test_cmd="./tests/runtests.py --verbosity 2", env=utf8))
     for versions, py in ((["3.0", "3.1", "3.2"], "3.6"), (["4.0"], "3.8"), (["4.1", "4.2"], "3.9"),
                          (["5.0", "5.1", "5.2"], "3.11")):
         add("django/django", versions, Recipe(python=py, requirements=("tests/requirements/py3.txt",),
@@ -168,6 +181,11 @@ def _table() -> dict[str, dict[str, Recipe]]:
         Recipe(python="3.9", packages=("mpmath==1.3.0",), requirements=("requirements-dev.txt", "requirements-test.txt"),
                test_cmd=sympy_cmd))
     # The rest of SWE-bench Lite's and Verified's repositories.
+    # 2.8's spelling checker tests need enchant and an English dictionary.
+    add("pylint-dev/pylint", ["2.8"],
+        Recipe(python="3.9", packages=("pyenchant==3.2",), requirements=("requirements.txt", "requirements_test.txt"),
+               pre_install=("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libenchant-2-dev "
+                            "hunspell-en-us",)))
     add("pylint-dev/pylint", ["2.9", "2.10", "2.11", "2.13", "2.14", "2.15", "2.16", "2.17"],
         Recipe(python="3.9", requirements=("requirements_test.txt",)))
     add("pylint-dev/pylint", ["3.0", "3.1", "3.2", "3.3", "4.0"],
@@ -190,10 +208,27 @@ def _table() -> dict[str, dict[str, Recipe]]:
                     "setuptools==68.0.0", "sortedcontainers==2.4.0", "tomli==2.0.1")
     add("astropy/astropy", ["3.0", "3.1", "3.2"],
         Recipe(python="3.9", packages=astropy_pins, install="python -m pip install -e '.[test]'"))
-    add("astropy/astropy", ["4.1", "4.2", "4.3", "5.0", "5.1", "5.2", "v5.3"],
+    astropy_setuptools = ("sed -i 's/requires = \\[\"setuptools\",/requires = [\"setuptools==68.0.0\",/' "
+                          "pyproject.toml",)
+    add("astropy/astropy", ["4.1", "4.2", "4.3", "5.0", "5.1", "5.2"],
         Recipe(python="3.9", packages=astropy_pins, install="python -m pip install -e '.[test]'",
-               pre_install=("sed -i 's/requires = \\[\"setuptools\",/requires = [\"setuptools==68.0.0\",/' "
-                            "pyproject.toml",)))
+               pre_install=astropy_setuptools))
+    add("astropy/astropy", ["v5.3"],
+        Recipe(python="3.10", packages=astropy_pins, install="python -m pip install -e '.[test]'",
+               pre_install=astropy_setuptools))
+    # astropy before 3.0: Python 3.6 and the pins of its day (SWE-bench's), old setuptools first.
+    astropy_old_pins = ("attrs==17.3.0", "exceptiongroup==0.0.0a0", "execnet==1.5.0", "hypothesis==3.44.2",
+                        "cython==0.27.3", "jinja2==2.10", "MarkupSafe==1.0", "numpy==1.16.0", "packaging==16.8",
+                        "pluggy==0.6.0", "psutil==5.4.2", "pyerfa==1.7.0", "pytest-arraydiff==0.1",
+                        "pytest-astropy-header==0.1", "pytest-astropy==0.2.1", "pytest-cov==2.5.1",
+                        "pytest-doctestplus==0.1.2", "pytest-filter-subpackage==0.1", "pytest-forked==0.2",
+                        "pytest-mock==1.6.3", "pytest-openfiles==0.2.0", "pytest-remotedata==0.2.0",
+                        "pytest-xdist==1.20.1", "pytest==3.3.1", "PyYAML==3.12", "sortedcontainers==1.5.9",
+                        "tomli==0.2.0")
+    add("astropy/astropy", ["0.1", "0.2", "0.3", "0.4", "1.1", "1.2", "1.3"],
+        Recipe(python="3.6", packages=("setuptools==38.2.4",) + astropy_old_pins,
+               install="python -m pip install -e '.[test]'",
+               test_cmd="pytest -rA -vv -o console_output_style=classic --tb=no"))
     add("scikit-learn/scikit-learn", ["1.3", "1.4", "1.5", "1.6"],
         Recipe(python="3.9", packages=("numpy==1.19.2", "scipy==1.5.2", "cython==3.0.10", "pytest", "pandas<2.0.0",
                                        "matplotlib<3.9.0", "setuptools", "joblib", "threadpoolctl"),
@@ -228,6 +263,9 @@ def _table() -> dict[str, dict[str, Recipe]]:
         Recipe(python="3.8", packages=("pytest", "ipython", "certifi"), requirements=("requirements/testing/travis_all.txt",
                                                                                        "requirements/testing/all.txt"),
                pre_install=mpl_apt + mpl_libs, env=mpl_env))
+    # Before 3.0: Python 3.5, built against Debian's freetype (SWE-bench: setup.py build and install).
+    add("matplotlib/matplotlib", ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "2.0", "2.1", "2.2"],
+        Recipe(python="3.5", packages=("pytest",), pre_install=mpl_apt, test_cmd="pytest -rA"))
     add("matplotlib/matplotlib", ["3.0"],
         Recipe(python="3.7", packages=("pytest", "numpy<1.22", "certifi"), pre_install=mpl_apt + mpl_libs, env=mpl_env))
     # xarray: SWE-bench's pip pins (its environment.yml is conda's; these are what the tests need).
