@@ -18,17 +18,16 @@ import os
 import shutil
 import stat
 import tarfile
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .atomic import TMP_SUFFIX, replace_file
+
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # The listing of changed directories travels as this first member of a pulled archive.
 LISTING = ".kimi-sync-dirs"
-# write_bytes' temporary names (tools/paths.py): a file tool's write in progress, never deleted here.
-_TMP_SUFFIX = ".kimi-tmp"
 
 
 class UnsafeName(ValueError):
@@ -287,7 +286,7 @@ class HostTree:
             try:
                 for entry in os.listdir(fd):
                     child = entry if rel == "." else f"{rel}/{entry}"
-                    if entry in names or child in keep or entry.endswith(_TMP_SUFFIX):
+                    if entry in names or child in keep or entry.endswith(TMP_SUFFIX):
                         continue
                     if rel == "." and is_git_name(entry):
                         continue
@@ -397,7 +396,8 @@ class HostTree:
                     return
             if st is not None and not stat.S_ISREG(st.st_mode):
                 _remove(dfd, name, st)
-            _write_atomic(dfd, name, src, mode, m.mtime, self.owner)
+            replace_file(dfd, name, lambda f: shutil.copyfileobj(src, f, _CHUNK), mode=mode, owner=self.owner,
+                         mtime=m.mtime)
             done.written.append(rel)
 
     def _chown(self, dfd: int, name: str) -> None:
@@ -424,7 +424,7 @@ class HostTree:
             for entry in entries:
                 if not base and is_git_name(entry.name):
                     continue
-                if entry.name.endswith(_TMP_SUFFIX):
+                if entry.name.endswith(TMP_SUFFIX):
                     continue
                 rel = f"{base}/{entry.name}" if base else entry.name
                 try:
@@ -451,7 +451,7 @@ class HostTree:
             return None
         if rel == ".":
             names = {n for n in names if not is_git_name(n)}
-        return {n for n in names if not n.endswith(_TMP_SUFFIX)}
+        return {n for n in names if not n.endswith(TMP_SUFFIX)}
 
     def archive(self, rels: Iterable[str], out: IO[bytes], *, owner: tuple[int, int] = (0, 0),
                 prefix: str = "") -> int:
@@ -545,29 +545,6 @@ def _same_content(dfd: int, name: str, src: IO[bytes]) -> bool:
                 return False
             if not a:
                 return True
-
-
-def _write_atomic(dfd: int, name: str, src: IO[bytes], mode: int, mtime: float,
-                  owner: tuple[int, int] | None) -> None:
-    tmp = f".{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            shutil.copyfileobj(src, f, _CHUNK)
-        os.fchmod(fd, mode)
-        if owner is not None:
-            with contextlib.suppress(OSError):
-                os.fchown(fd, *owner)
-        os.utime(fd, (mtime, mtime))
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dfd)
-        raise
 
 
 def seed_paths(root: Path) -> list[str]:

@@ -144,7 +144,7 @@ __ks_list() {{
   done < "$1"
 }}
 __ks_scan() {{
-  local nonce=$1 base=$2 next=$3 since=() f mode=find gen= off= kind=T bs= rc list
+  local nonce=$1 base=$2 next=$3 since=() f mode=find gen= off= kind=T bs= list
   __ks_prep "$nonce" || return
   list=$__ks_c/{LISTING}.$nonce
   builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
@@ -180,13 +180,7 @@ __ks_scan() {{
   if [ ! -s "$__ks_c/changed" ]; then
     builtin printf '\n@@KIMI-SYNC %s %s 0\n' "$nonce" "$kind"
   else
-    command rm -f -- "$__ks_c/out.tar"
-    command tar -c -f "$__ks_c/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
-      -C "$__ks_c" "{LISTING}.$nonce" --null -C "$__ks_w" -T "$__ks_c/changed" 2>/dev/null
-    rc=$?
-    if (( rc > 1 )); then __ks_fail "$nonce" "tar could not pack the changed files (exit $rc; is the disk full?)"
-    else __ks_send "$nonce" "$__ks_c/out.tar" "$kind"; fi
-    command rm -f -- "$__ks_c/out.tar" "$list"
+    __ks_pack "$nonce" "$kind" "the changed files"
   fi
   __ks_prune "${{base:-0}}"
   builtin cd / ; true
@@ -209,7 +203,7 @@ __ks_stamps() {{
 }}
 __ks_tree() {{
   # Whole directories (new to the host), with a listing of every directory in them.
-  local nonce=$1 f rc list; builtin shift
+  local nonce=$1 f list; builtin shift
   __ks_prep "$nonce" || return
   list=$__ks_c/{LISTING}.$nonce
   builtin cd -- "$__ks_w" 2>/dev/null || {{ __ks_fail "$nonce" "the workspace $__ks_w is missing"; return; }}
@@ -219,14 +213,19 @@ __ks_tree() {{
     command find "./$f" -type d -print0 > "$__ks_c/subdirs" 2>/dev/null
     __ks_list "$__ks_c/subdirs" "$list"
   done
+  __ks_pack "$nonce" T "the new directories"
+  builtin cd / ; true
+}}
+__ks_pack() {{
+  # Send the directory listing and the paths in $__ks_c/changed (cwd: the workspace) as one tar.
+  local rc
   command rm -f -- "$__ks_c/out.tar"
   command tar -c -f "$__ks_c/out.tar" --no-recursion --hard-dereference --ignore-failed-read \
-    -C "$__ks_c" "{LISTING}.$nonce" --null -C "$__ks_w" -T "$__ks_c/changed" 2>/dev/null
+    -C "$__ks_c" "{LISTING}.$1" --null -C "$__ks_w" -T "$__ks_c/changed" 2>/dev/null
   rc=$?
-  if (( rc > 1 )); then __ks_fail "$nonce" "tar could not pack the new directories (exit $rc)"
-  else __ks_send "$nonce" "$__ks_c/out.tar" T; fi
-  command rm -f -- "$__ks_c/out.tar" "$list"
-  builtin cd / ; true
+  if (( rc > 1 )); then __ks_fail "$1" "tar could not pack $3 (exit $rc; is the disk full?)"
+  else __ks_send "$1" "$__ks_c/out.tar" "$2"; fi
+  command rm -f -- "$__ks_c/out.tar" "$__ks_c/{LISTING}.$1"
 }}
 __ks_ls() {{
   local nonce=$1 f; builtin shift

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +74,35 @@ def sandbox_args(kind: str) -> list[str]:
     from conftest import TEST_IMAGE
 
     return ["--sandbox", "docker", "--image", TEST_IMAGE] if kind == "docker" else ["--sandbox", "none"]
+
+
+def run_with_random_kills(args_for: Callable[[int], list[str]], env: dict[str, str], fake: Any,
+                          rng: random.Random, kill_within: tuple[float, float], *, attempts: int = 400,
+                          progress_timeout: float = 120.0) -> tuple[int, str]:
+    """Start the CLI with ``args_for(kills so far)`` (a run first, then resumes), SIGKILL each
+    process at a random moment once it has made progress (sent a model request to ``fake``), and
+    go on until one exits 0; returns (kills, its stdout). However slow start-up and resume are on
+    a busy machine, every attempt moves the session forward, so this cannot livelock."""
+    kills = 0
+    for _ in range(attempts):
+        before = fake.request_count
+        proc = subprocess.Popen(cli_cmd(*args_for(kills)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        waited = time.monotonic() + progress_timeout
+        while proc.poll() is None and fake.request_count == before and time.monotonic() < waited:
+            time.sleep(0.005)
+        if proc.poll() is None and fake.request_count == before:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"no model request within {progress_timeout}s of starting: {err[-3000:]}")
+        try:
+            out, err = proc.communicate(timeout=rng.uniform(*kill_within))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+            continue
+        if proc.returncode == 0:
+            return kills, out
+        raise AssertionError(f"exit {proc.returncode}: {err[-3000:]}")
+    raise AssertionError("never finished")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from helpers import KEY, cli_cmd, cli_env, make_repo, sandbox_args
+from helpers import KEY, cli_env, make_repo, run_with_random_kills, sandbox_args
 from kimi_code.agent.fake_kimi import FakeKimi, ToolCallSpec, Turn
 from kimi_code.agent.state import INTERRUPTED_RESULT
 
@@ -66,39 +63,13 @@ class Responder:
 
 
 def _run_until_finished(repo: Path, env: dict[str, str], fake: FakeKimi, kind: str, seed: int) -> tuple[int, int]:
-    """Run, then resume, killing each process at a random moment once it has made progress (sent a
-    model request): however slow start-up and resume are on a busy machine, every attempt moves
-    the session forward, so the test cannot livelock."""
-    rng = random.Random(seed * 7919)
-    kills = 0
-    first = True
-    for _ in range(400):
-        if first:
-            args = ["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args(kind), "--output", "json",
-                    "--max-steps", "1000", f"crash test {seed}"]
-        else:
-            args = ["resume", "--last", "--base-url", fake.base_url, "--output", "json"]
-        before = fake.request_count
-        proc = subprocess.Popen(cli_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        waited = time.monotonic() + PROGRESS_TIMEOUT
-        while proc.poll() is None and fake.request_count == before and time.monotonic() < waited:
-            time.sleep(0.005)
-        if proc.poll() is None and fake.request_count == before:
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(f"no model request within {PROGRESS_TIMEOUT}s of starting: {err[-3000:]}")
-        try:
-            out, err = proc.communicate(timeout=rng.uniform(0.0, 1.5))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            kills += 1
-            first = False
-            continue
-        if proc.returncode == 0:
-            return kills, json.loads(out)["steps"]
-        raise AssertionError(f"exit {proc.returncode}: {err[-3000:]}")
-    raise AssertionError("never finished")
+    """Run, then resume, killed at random moments once each process has made progress."""
+    run = ["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args(kind), "--output", "json",
+           "--max-steps", "1000", f"crash test {seed}"]
+    resume = ["resume", "--last", "--base-url", fake.base_url, "--output", "json"]
+    kills, out = run_with_random_kills(lambda k: resume if k else run, env, fake, random.Random(seed * 7919),
+                                       (0.0, 1.5), progress_timeout=PROGRESS_TIMEOUT)
+    return kills, json.loads(out)["steps"]
 
 
 @pytest.mark.slow

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import KEY, cli_cmd, cli_env, make_repo, sandbox_args
+from helpers import KEY, cli_env, make_repo, run_with_random_kills, sandbox_args
 from kimi_code.agent.fake_kimi import FakeKimi, ToolCallSpec, Turn
 from swarm_model import tag_of
 
@@ -69,36 +67,18 @@ class Model:
 
 
 def _run_until_done(repo: Path, env: dict[str, str], fake: FakeKimi, kind: str, seed: int) -> tuple[int, dict[str, Any]]:
-    rng = random.Random(seed * 104729)
-    kills = 0
-    root: str | None = None
-    for _ in range(200):
-        if root is None:
-            args = ["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args(kind), "--output", "json",
-                    "swarm crash test"]
-        else:
-            args = ["resume", root, "--base-url", fake.base_url, "--output", "json"]
-        before = fake.request_count
-        proc = subprocess.Popen(cli_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        waited = time.monotonic() + PROGRESS_TIMEOUT
-        while proc.poll() is None and fake.request_count == before and time.monotonic() < waited:
-            time.sleep(0.005)
-        if proc.poll() is None and fake.request_count == before:
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(f"no model request within {PROGRESS_TIMEOUT}s: {err[-3000:]}")
-        if root is None:
-            root = _root_id(Path(env["KIMI_CODE_STATE_DIR"]))
-        try:
-            out, err = proc.communicate(timeout=rng.uniform(0.1, 1.2))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            kills += 1
-            continue
-        assert proc.returncode == 0, err[-3000:]
-        return kills, json.loads(out)
-    raise AssertionError("never finished")
+    """Run, then resume the root session, killed at random moments once each process has made progress."""
+    run = ["run", "--repo", str(repo), "--base-url", fake.base_url, *sandbox_args(kind), "--output", "json",
+           "swarm crash test"]
+
+    def args_for(kills: int) -> list[str]:
+        if not kills:
+            return run
+        return ["resume", _root_id(Path(env["KIMI_CODE_STATE_DIR"])), "--base-url", fake.base_url, "--output", "json"]
+
+    kills, out = run_with_random_kills(args_for, env, fake, random.Random(seed * 104729), (0.1, 1.2), attempts=200,
+                                       progress_timeout=PROGRESS_TIMEOUT)
+    return kills, json.loads(out)
 
 
 def _root_id(state: Path) -> str:

@@ -15,12 +15,12 @@ import difflib
 import errno
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from kimi_code.sandbox.atomic import replace_file
 from kimi_code.sandbox.base import WORKSPACE as SANDBOX_WORKSPACE
 
 from .types import ToolError
@@ -292,25 +292,10 @@ def write_bytes(wp: WorkspacePath, data: bytes) -> bool:
                 raise PathError(f"{wp.rel} is a directory")
             if not stat.S_ISREG(old.st_mode):
                 raise PathError(f"{wp.rel} is not a regular file")
-        tmp = f".{uuid.uuid4().hex[:12]}.kimi-tmp"
         mode = stat.S_IMODE(old.st_mode) if old else 0o666
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=dfd)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(data)
-            if old is not None:
-                os.fchmod(fd, mode)
-                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                    with contextlib.suppress(OSError):
-                        os.fchown(fd, old.st_uid, old.st_gid)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
+        owner = None
+        if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            owner = (old.st_uid, old.st_gid)
+        replace_file(dfd, name, lambda f: f.write(data), create_mode=mode,
+                     mode=mode if old is not None else None, owner=owner)
     return old is None
