@@ -36,11 +36,14 @@ def build(
 
 
 @sandbox_app.command("ls")
-def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
-    """List kimi-code's containers with their sessions and status."""
+def ls(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    all_owners: bool = typer.Option(False, "--all-owners", help="Also other users' containers (on a shared engine)."),
+) -> None:
+    """List your kimi-code containers with their sessions and status."""
     from .manage import list_containers
 
-    rows = list_containers()
+    rows = list_containers(all_owners=all_owners)
     if json_out:
         for row in rows:
             typer.echo(json.dumps(row.to_dict()))
@@ -48,9 +51,11 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON lines ins
     if not rows:
         typer.echo("no kimi-code containers")
         return
-    table = Table("container", "session", "status", "image", "created", "workspace")
+    table = Table("container", "session", "status", "image", "created", "workspace", "mode",
+                  *(["owner"] if all_owners else []))
     for r in rows:
-        table.add_row(r.name, r.session_id, r.status, r.image, r.created, r.workspace)
+        table.add_row(r.name, r.session_id, r.status, r.image, r.created, r.workspace, r.workspace_mode,
+                      *([r.owner or "?"] if all_owners else []))
     Console().print(table)
 
 
@@ -58,12 +63,19 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON lines ins
 def prune(
     all_: bool = typer.Option(False, "--all", help="Also remove running containers."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be removed."),
+    copies: bool = typer.Option(False, "--copies", help="Also copy-mode containers (their work may not be on this machine)."),
+    all_owners: bool = typer.Option(False, "--all-owners", help="Also other users' containers (on a shared engine)."),
 ) -> None:
-    """Remove the containers of ended sessions (stopped ones; with --all, running ones too)."""
-    from .manage import prune_containers
+    """Remove your containers of ended sessions (stopped ones; with --all, running ones too).
+    Copy-mode containers are kept unless --copies: `kimi-code resume SESSION` brings their work back."""
+    from .manage import ContainerSummary, prune_containers
 
-    removed = prune_containers(include_running=all_, dry_run=dry_run)
+    kept: list[ContainerSummary] = []
+    removed = prune_containers(include_running=all_, dry_run=dry_run, all_owners=all_owners, copies=copies, kept=kept)
     verb = "would remove" if dry_run else "removed"
     for r in removed:
         typer.echo(f"{verb} {r.name} (session {r.session_id}, {r.status})")
+    for r in kept:
+        typer.echo(f"kept {r.name}: its workspace is a copy (session {r.session_id}); `kimi-code resume "
+                   f"{r.session_id}` brings its work back, `--copies` removes it")
     typer.echo(f"{verb} {len(removed)} container(s)")

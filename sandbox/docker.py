@@ -44,6 +44,18 @@ LABEL_WORKSPACE = "kimi-code.workspace"
 LABEL_CREATED = "kimi-code.created"
 LABEL_IMAGE = "kimi-code.image"
 LABEL_MODE = "kimi-code.workspace-mode"  # "copy" when the container holds the working copy
+LABEL_OWNER = "kimi-code.owner"  # user@host that made it: `sandbox ls/prune` on a shared engine keep to their own
+
+
+def owner_id() -> str:
+    """This user on this machine, as the owner label records it."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no name for this uid
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 # Writable for any uid, so HOME works even when the uid has no passwd entry in the image.
 SANDBOX_HOME = "/tmp/kimi-home"
@@ -386,6 +398,7 @@ class DockerSandbox:
             LABEL_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
             LABEL_IMAGE: self.image,
             LABEL_MODE: self.workspace_mode,
+            LABEL_OWNER: owner_id(),
         }
         kwargs: dict[str, Any] = dict(
             command=["sh", "-c", 'mkdir -p "$HOME" 2>/dev/null; exec sleep infinity'],

@@ -227,6 +227,11 @@ def test_ca_bundle_branch_and_sandbox_ls_prune_on_a_remote_engine(tmp_path: Path
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
     assert [r["session_id"] for r in rows if r["session_id"] == session_id] == [session_id]
+    assert [r["workspace_mode"] for r in rows if r["session_id"] == session_id] == ["copy"]
+    # Its copy may hold work this machine lacks: kept, and said so, unless --copies.
     pruned = run_cli(["sandbox", "prune", "--all"], env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"its workspace is a copy (session {session_id})" in pruned.stdout and len(_containers(remote_engine)) == 1
+    pruned = run_cli(["sandbox", "prune", "--all", "--copies"], env)
     assert pruned.returncode == 0, pruned.stderr
     assert _containers(remote_engine) == []

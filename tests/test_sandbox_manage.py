@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -45,6 +46,50 @@ def test_ls_and_prune_touch_only_labelled_containers(docker_sandbox_factory, doc
         foreign.reload()  # still there, never touched
     finally:
         foreign.remove(force=True)
+
+
+@pytest.mark.docker
+def test_prune_keeps_to_its_owner_and_keeps_copies(docker_sandbox_factory, docker_client) -> None:
+    """On a shared engine another user's containers are neither listed nor removed unless asked;
+    one made before the owner label counts as anyone's; a stopped copy-mode container (whose copy
+    may hold work not yet brought back) is kept unless --copies."""
+    from kimi_code.sandbox.docker import LABEL_OWNER, owner_id
+
+    mine = docker_sandbox_factory()
+    mine.stop(remove=False)
+    assert docker_client.containers.get(mine.name).labels[LABEL_OWNER] == owner_id()
+    tag = mine.session_id[:8]
+
+    def made(name: str, **labels: str):
+        base = {"kimi-code.managed": "1", "kimi-code.session": f"{name}-{tag}", "kimi-code.created": "2026-01-01T00:00:00+00:00"}
+        return docker_client.containers.create(TEST_IMAGE, ["true"], name=f"kimi-code-{name}-{tag}", labels={**base, **labels})
+
+    theirs = made("theirs", **{LABEL_OWNER: "someone@elsewhere"})
+    legacy = made("legacy")
+    copy = made("copy", **{LABEL_OWNER: owner_id(), "kimi-code.workspace-mode": "copy"})
+    names = {mine.name, theirs.name, legacy.name, copy.name}
+    try:
+        listed = {r.name for r in list_containers(docker_client)} & names
+        assert listed == {mine.name, legacy.name, copy.name}
+        everyone = {r.name: r for r in list_containers(docker_client, all_owners=True) if r.name in names}
+        assert set(everyone) == names and everyone[theirs.name].owner == "someone@elsewhere"
+        assert everyone[copy.name].workspace_mode == "copy" and everyone[mine.name].workspace_mode == "mount"
+
+        kept: list = []
+        removed = prune_containers(docker_client, select=lambda r: r.name in names, kept=kept)
+        assert {r.name for r in removed} == {mine.name, legacy.name} and [r.name for r in kept] == [copy.name]
+        left = {c.name for c in docker_client.containers.list(all=True)}
+        assert theirs.name in left and copy.name in left
+
+        result = CliRunner().invoke(sandbox_app, ["prune", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert f"kept {copy.name}: its workspace is a copy" in result.output and theirs.name not in result.output
+        removed = prune_containers(docker_client, select=lambda r: r.name in names, copies=True, all_owners=True)
+        assert {r.name for r in removed} == {theirs.name, copy.name}
+    finally:
+        for c in (theirs, legacy, copy):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
 
 
 @pytest.mark.docker
