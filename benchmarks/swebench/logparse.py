@@ -128,16 +128,23 @@ _DJANGO_PASSED_AFTER_NOISE = (
 )
 
 
-# unittest on Python 3.11+ names a test "name (module.Class.name)"; SWE-bench's dataset was made
-# on older Pythons, which print "name (module.Class)": the same test.
+# unittest on Python 3.11+ names a test "name (module.Class.name)", older Pythons "name
+# (module.Class)": the dataset has the form its version's Python printed (django 5 on 3.11, the
+# older ones on 3.6-3.9), and a run may use another Python, so a test is found under both.
 _DJANGO_311_ID = re.compile(r"^(\w+) \(([\w.]+)\.\1\)$")
 
 
 def django(log: str) -> dict[str, str]:
     """django's ``runtests.py --verbosity 2``: ``name (module.Class) ... ok|skipped|FAIL|ERROR``,
     ``FAIL: name``/``ERROR: name`` headers, and an ``ok`` on a later line after printed output.
-    Ids printed by Python 3.11+ are written as older Pythons print them (the dataset's form)."""
-    return {_DJANGO_311_ID.sub(r"\1 (\2)", name): status for name, status in _django(log).items()}
+    An id printed by Python 3.11+ is also given in the form older Pythons print."""
+    out: dict[str, str] = {}
+    for name, status in _django(log).items():
+        out[name] = status
+        old = _DJANGO_311_ID.sub(r"\1 (\2)", name)
+        if old != name:
+            out.setdefault(old, status)
+    return out
 
 
 def _django(log: str) -> dict[str, str]:
