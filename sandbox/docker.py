@@ -30,6 +30,7 @@ from docker.types import Mount
 from .engine import connect, explain_connect_error  # noqa: F401 - also imported from here
 from .errors import SandboxError
 from .base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, WORKSPACE, ExecResult, SandboxInfo
+from .host_tree import linked_worktree
 from .workspace_sync import SyncReport, WorkspaceSync
 from .images import ensure_image, require_image
 from .seccomp import security_opt as no_setid_security_opt
@@ -382,6 +383,13 @@ class DockerSandbox:
         git_dir = self.workspace / ".git"
         if git_dir.is_dir() and not git_dir.is_symlink():
             mounts.append(Mount(target=f"{target}/.git", source=str(git_dir), type="bind", read_only=True))
+        else:
+            # A linked worktree's .git file names the main repository's git directory by its host
+            # path: that directory is mounted there, read-only too, so git works in the sandbox.
+            worktree = linked_worktree(self.workspace)
+            if worktree is not None:
+                common = str(worktree.common_dir)
+                mounts.append(Mount(target=common, source=common, type="bind", read_only=True))
         return mounts
 
     def _create(self) -> Any:

@@ -547,6 +547,66 @@ def _same_content(dfd: int, name: str, src: IO[bytes]) -> bool:
                 return True
 
 
+@dataclass(frozen=True)
+class LinkedWorktree:
+    """A workspace that is a linked worktree (``git worktree add``): its ``.git`` is a file naming
+    ``git_dir`` (the main repository's ``.git/worktrees/NAME``), which keeps this worktree's HEAD
+    and index; everything else (objects, refs, config) is in ``common_dir``."""
+
+    git_dir: Path
+    common_dir: Path
+
+    # Kept per worktree in git_dir; everything else of a git directory is shared, in common_dir.
+    PER_WORKTREE = ("HEAD", "index", "ORIG_HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "logs/HEAD")
+
+    def members(self) -> Iterator[tuple[str, Path]]:
+        """(path under a stand-alone ``.git``, where it is here) for a git directory that is this
+        worktree's repository on its own: the shared part without the other worktrees, and this
+        worktree's own files. Symlinks are not followed."""
+        own = set(self.PER_WORKTREE)
+        for dirpath, dirnames, filenames in os.walk(self.common_dir):
+            rel_dir = os.path.relpath(dirpath, self.common_dir)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            if not rel_dir:
+                dirnames[:] = [d for d in dirnames if d != "worktrees"]
+            for d in sorted(dirnames):
+                yield (f"{rel_dir}/{d}" if rel_dir else d), Path(dirpath, d)
+            for f in sorted(filenames):
+                rel = f"{rel_dir}/{f}" if rel_dir else f
+                if rel not in own:
+                    yield rel, Path(dirpath, f)
+        for rel in self.PER_WORKTREE:
+            path = self.git_dir / rel
+            if path.is_file() and not path.is_symlink():
+                yield rel, path
+
+
+def linked_worktree(root: Path) -> LinkedWorktree | None:
+    """The worktree ``root`` is, when its ``.git`` is a file naming a linked worktree's git
+    directory (else None: a normal repository, or no repository)."""
+    dot_git = Path(root) / ".git"
+    try:
+        if dot_git.is_symlink() or not dot_git.is_file():
+            return None
+        first = dot_git.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    if not first.startswith("gitdir:"):
+        return None
+    git_dir = Path(first[len("gitdir:"):].strip())
+    if not git_dir.is_absolute():
+        git_dir = Path(root) / git_dir
+    try:
+        common = (git_dir / "commondir").read_text().strip()
+    except OSError:
+        return None  # a submodule's .git file, or a stale worktree
+    common_dir = Path(os.path.realpath(git_dir / common if not Path(common).is_absolute() else common))
+    git_dir = Path(os.path.realpath(git_dir))
+    if not (common_dir / "objects").is_dir() or not (git_dir / "HEAD").is_file():
+        return None
+    return LinkedWorktree(git_dir, common_dir)
+
+
 def seed_paths(root: Path) -> list[str]:
     """What a new container's copy holds: in a git repository the tracked files and the untracked
     ones that are not ignored, plus ``.git``; elsewhere everything."""
@@ -580,7 +640,10 @@ def seed_paths(root: Path) -> list[str]:
                 while parent and parent not in dirs:
                     dirs[parent] = None
                     parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
-            return sorted(dirs) + files + _walk(root, ".git")
+            # A linked worktree's .git file names a host path: the copy gets a git directory of
+            # its own instead (LinkedWorktree.members), sent by the caller.
+            git_dir = [] if linked_worktree(root) is not None else _walk(root, ".git")
+            return sorted(dirs) + files + git_dir
     return _walk(root, "")
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .errors import SandboxError
-from .host_tree import LISTING, Applied, HostTree, KnownPaths, parse_listing, seed_paths
+from .host_tree import LISTING, Applied, HostTree, KnownPaths, LinkedWorktree, linked_worktree, parse_listing, seed_paths
 from .shell import Channel
 
 SYNC_DIR = "/tmp/kimi-code/sync"
@@ -443,11 +443,43 @@ class WorkspaceSync:
                 self._archive_members(out, name, rels)
                 out.seek(0)
                 self.remote.tar_in(parent or "/", out)
+        worktree = linked_worktree(self.host.root)
+        if worktree is not None:
+            self._seed_git_dir(worktree, parent or "/", name)
         self.host.known.seeded(r for r in rels if not _in_git_dir(r))
         self._base = None
         self._set_stamps()
         self._mark_host()
         return len(rels)
+
+    def _seed_git_dir(self, worktree: LinkedWorktree, parent: str, name: str) -> None:
+        """A linked worktree's copy gets a ``.git`` directory of its own: the repository's shared
+        part and this worktree's HEAD and index, so git works in the container as it does here."""
+        import tarfile
+
+        with tempfile.SpooledTemporaryFile(_SPOOL) as out:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                top = tarfile.TarInfo(f"{name}/.git")
+                top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                top.uid, top.gid = self.owner
+                tar.addfile(top)
+                for rel, path in worktree.members():
+                    try:
+                        info = tar.gettarinfo(str(path), f"{name}/.git/{rel}")
+                    except OSError:
+                        continue
+                    info.uid, info.gid, info.uname, info.gname = *self.owner, "", ""
+                    info.mtime = int(info.mtime)
+                    if info.isreg():
+                        try:
+                            with open(path, "rb") as fh:
+                                tar.addfile(info, fh)
+                        except OSError:
+                            continue
+                    elif info.isdir() or info.issym():
+                        tar.addfile(info)
+            out.seek(0)
+            self.remote.tar_in(parent, out)
 
     def _stream_with_tar(self, rels: list[str]) -> None:
         import subprocess

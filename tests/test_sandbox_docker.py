@@ -336,6 +336,30 @@ def test_git_dir_is_read_only_inside_so_host_git_cannot_be_subverted(docker_sand
 
 
 @pytest.mark.docker
+def test_git_works_in_a_linked_worktree_and_its_repository_stays_read_only(docker_sandbox_factory, tmp_path: Path) -> None:
+    """A workspace made by `git worktree add` names the main repository's .git by its host path:
+    that directory is there in the sandbox, read-only, so git sees the worktree's branch and
+    changes and still cannot plant anything the host's git would run."""
+    import subprocess
+
+    main = tmp_path / "main"
+    main.mkdir()
+    run = lambda *a, cwd=main: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True)  # noqa: E731
+    run("init", "-q")
+    (main / "a.txt").write_text("a\n")
+    run("add", "a.txt")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "one")
+    wt = tmp_path / "wt"
+    run("worktree", "add", "-q", "-b", "feature", str(wt))
+    (wt / "a.txt").write_text("changed\n")
+    sandbox = docker_sandbox_factory(wt)
+    out = sandbox.exec("git rev-parse --abbrev-ref HEAD; git status --short; "
+                       "printf x > \"$(git rev-parse --git-common-dir)/hooks/post-checkout\"; echo hook=$?").output
+    assert out.splitlines()[:2] == ["feature", " M a.txt"], out
+    assert "hook=0" not in out and not (main / ".git" / "hooks" / "post-checkout").exists()
+
+
+@pytest.mark.docker
 def test_setuid_files_created_as_root_are_defused(docker_sandbox_factory, tmp_path: Path) -> None:
     """Running as root (CI: root CLI, root-owned checkout), the sandbox could leave a setuid-root
     shell in the workspace for a host user to run: no way of making one may work, not even from a

@@ -93,6 +93,31 @@ def test_seed_copies_tracked_untracked_and_git_but_not_ignored(tmp_path: Path, w
     assert git(ws, "status", "--porcelain").strip() == "?? untracked.txt"
 
 
+def test_a_linked_worktree_gets_a_git_directory_of_its_own(tmp_path: Path) -> None:
+    """A workspace made by `git worktree add` has a .git file naming a host path: its copy gets a
+    stand-alone git directory (the shared objects and refs, this worktree's HEAD and index), so git
+    in the container sees the worktree's branch and state; the host's .git file is left alone."""
+    repo = _repo(tmp_path)
+    git(repo, "branch", "feature")
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", str(wt), "feature")
+    (wt / "a.txt").write_text("changed\n")
+    (wt / "new.txt").write_text("n\n")
+    git(wt, "add", "new.txt")
+    dot_git = (wt / ".git").read_text()
+    sync, ws = _sync(tmp_path, wt, watch=False)
+    sync.seed()
+    assert (ws / ".git").is_dir() and not (ws / ".git" / "worktrees").exists()
+    assert git(ws, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
+    assert git(ws, "status", "--porcelain").splitlines() == [" M a.txt", "A  new.txt"]
+    assert git(ws, "log", "-1", "--format=%H").strip() == git(repo, "rev-parse", "feature").strip()
+    (ws / "a.txt").write_text("from the sandbox\n")
+    _tick()
+    assert sync.pull().changed == 1
+    assert (wt / "a.txt").read_text() == "from the sandbox\n" and (wt / ".git").read_text() == dot_git
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
+
+
 def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_host_files(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
     sync, ws = _sync(tmp_path, repo, watch)
