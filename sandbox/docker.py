@@ -435,6 +435,12 @@ class DockerSandbox:
             require_image(self.client, self.image)
             raise
         except APIError as exc:
+            if self.workspace_mode == "mount" and "bind source path does not exist" in str(exc.explanation or exc):
+                # An engine that is not on this machine (a forwarded socket, a VM that does not
+                # share this path): it cannot mount what it cannot see.
+                raise SandboxError(f"the Docker engine cannot see {self.workspace} (it is not on this machine, or "
+                                   f"does not share that path): run with --workspace copy, which copies the "
+                                   f"workspace in and brings changes back") from None
             raise _api_error(f"cannot create the sandbox container {self.name}", exc) from None
         try:
             if self.ca_bundle:

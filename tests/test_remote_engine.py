@@ -235,3 +235,16 @@ def test_ca_bundle_branch_and_sandbox_ls_prune_on_a_remote_engine(tmp_path: Path
     pruned = run_cli(["sandbox", "prune", "--all", "--copies"], env)
     assert pruned.returncode == 0, pruned.stderr
     assert _containers(remote_engine) == []
+
+
+def test_mount_mode_on_an_engine_that_cannot_see_the_workspace_says_to_copy(tmp_path: Path, remote_engine) -> None:
+    """--workspace mount on an engine elsewhere (as a forwarded unix socket would be) cannot mount
+    this machine's path: one line saying so and what to do, no traceback, no container left."""
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC})
+    env = _env(tmp_path, remote_engine)
+    with FakeKimi([Turn(tool_calls=[_call("finish", summary="done", status="success")])], api_key=KEY) as fake:
+        proc = run_cli(["run", "--repo", str(repo), *_args(fake), "--workspace", "mount", "task"], env, timeout=300)
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert f"the Docker engine cannot see {repo}" in proc.stderr and "--workspace copy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _containers(remote_engine) == []
