@@ -244,9 +244,12 @@ def _table() -> dict[str, dict[str, Recipe]]:
     # downloads: Debian's freetype and qhull, named by a build config outside the checkout
     # (MPLSETUPCFG, so each task's offline re-install, which rebuilds the extensions in its
     # checkout, uses them too), a compiler, SWE-bench's pip pins and the repository's test
-    # requirements; no TeX (the tests that need it skip).
+    # requirements; from 3.1 on, TeX as SWE-bench installs it (without it the tests that need it
+    # skip, and a skipped test is missing from the summary: a PASS_TO_PASS failure).
     mpl_apt = ("apt-get -y update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
                "build-essential pkg-config libfreetype6-dev libqhull-dev ghostscript imagemagick ffmpeg",)
+    mpl_tex = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends texlive texlive-latex-extra "
+               "texlive-fonts-recommended texlive-xetex texlive-luatex cm-super dvipng",)
     mpl_cfg = "/etc/kimi-bench-mplsetup.cfg"
     mpl_libs = (f"printf '[libs]\\nsystem_freetype = True\\nsystem_qhull = True\\n' > {mpl_cfg}",)
     mpl_env = (("MPLSETUPCFG", mpl_cfg),)
@@ -258,11 +261,11 @@ def _table() -> dict[str, dict[str, Recipe]]:
                               (["3.8", "3.9"], 'python -m pip install --no-build-isolation -e ".[dev]"')):
         add("matplotlib/matplotlib", versions,
             Recipe(python="3.11", packages=mpl_pins, requirements=("requirements/testing/all.txt",),
-                   pre_install=mpl_apt + mpl_libs, install=install, env=mpl_env))
+                   pre_install=mpl_apt + mpl_tex + mpl_libs, install=install, env=mpl_env))
     add("matplotlib/matplotlib", ["3.1", "3.2", "3.3", "3.4"],
         Recipe(python="3.8", packages=("pytest", "ipython", "certifi"), requirements=("requirements/testing/travis_all.txt",
                                                                                        "requirements/testing/all.txt"),
-               pre_install=mpl_apt + mpl_libs, env=mpl_env))
+               pre_install=mpl_apt + mpl_tex + mpl_libs, env=mpl_env))
     # Before 3.0: Python 3.5, built against Debian's freetype (SWE-bench: setup.py build and install).
     add("matplotlib/matplotlib", ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "2.0", "2.1", "2.2"],
         Recipe(python="3.5", packages=("pytest",), pre_install=mpl_apt, test_cmd="pytest -rA"))
