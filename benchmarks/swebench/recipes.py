@@ -229,8 +229,10 @@ def _table() -> dict[str, dict[str, Recipe]]:
         Recipe(python="3.6", packages=("setuptools==38.2.4",) + astropy_old_pins,
                install="python -m pip install -e '.[test]'",
                test_cmd="pytest -rA -vv -o console_output_style=classic --tb=no"))
+    # SWE-bench takes numpy 1.19.2 and scipy 1.5.2 from conda; PyPI has no Python 3.9 wheels of
+    # those (scipy's source build needs Fortran and BLAS): the nearest releases that have them.
     add("scikit-learn/scikit-learn", ["1.3", "1.4", "1.5", "1.6"],
-        Recipe(python="3.9", packages=("numpy==1.19.2", "scipy==1.5.2", "cython==3.0.10", "pytest", "pandas<2.0.0",
+        Recipe(python="3.9", packages=("numpy==1.19.5", "scipy==1.5.4", "cython==3.0.10", "pytest", "pandas<2.0.0",
                                        "matplotlib<3.9.0", "setuptools", "joblib", "threadpoolctl"),
                install="python -m pip install -v --no-use-pep517 --no-build-isolation -e ."))
     # scikit-learn before 1.3 (SWE-bench: Python 3.6, conda's numpy scipy cython pytest pandas
