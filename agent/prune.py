@@ -47,7 +47,7 @@ def remove_session(store: Any, meta: Any) -> list[str]:
     try:
         from kimi_code.sandbox.manage import prune_containers
 
-        prune_containers(include_running=True, copies=True, select=lambda row, sid=meta.id: row.session_id == sid)
+        prune_containers(include_running=True, copies=True, all_owners=True, select=lambda row, sid=meta.id: row.session_id == sid)
     except Exception as exc:  # noqa: BLE001 - docker may be unavailable
         warnings.append(f"container of {meta.id} not removed: {exc}")
     store.delete(meta.id)

@@ -39,8 +39,8 @@ def replace_file(dfd: int, name: str, fill: Callable[[BinaryIO], object], *, cre
                 os.fchown(fd, *owner)
         if mtime is not None:
             os.utime(fd, (mtime, mtime))
-        os.close(fd)
-        fd = -1
+        fd, closing = -1, fd
+        os.close(closing)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         if fd >= 0:

@@ -381,15 +381,20 @@ class DockerSandbox:
         target = self.workspace_path
         mounts = [Mount(target=target, source=str(self.workspace), type="bind", read_only=False)]
         git_dir = self.workspace / ".git"
-        if git_dir.is_dir() and not git_dir.is_symlink():
+        if git_dir.is_symlink():
+            return mounts
+        if git_dir.is_dir() or git_dir.is_file():
+            # A .git file (a linked worktree, a submodule) is held read-only too: rewritten, it
+            # would point the host's git at a directory of the sandbox's making.
             mounts.append(Mount(target=f"{target}/.git", source=str(git_dir), type="bind", read_only=True))
-        else:
-            # A linked worktree's .git file names the main repository's git directory by its host
-            # path: that directory is mounted there, read-only too, so git works in the sandbox.
-            worktree = linked_worktree(self.workspace)
-            if worktree is not None:
-                common = str(worktree.common_dir)
-                mounts.append(Mount(target=common, source=common, type="bind", read_only=True))
+        worktree = linked_worktree(self.workspace)
+        if worktree is not None:
+            # The main repository's git directory, read-only, where git in the container will
+            # look for it (the path the .git file names, resolved from the workspace's path),
+            # unless that is inside the workspace, which a mount point would change on the host.
+            inside = worktree.container_common_dir(target)
+            if not (inside == target or inside.startswith(target.rstrip("/") + "/")):
+                mounts.append(Mount(target=inside, source=str(worktree.common_dir), type="bind", read_only=True))
         return mounts
 
     def _create(self) -> Any:

@@ -547,43 +547,61 @@ def _same_content(dfd: int, name: str, src: IO[bytes]) -> bool:
                 return True
 
 
+# What a linked worktree shares with its repository, as git's own table has it (path.c,
+# common_list): these live in the common directory, except the per-worktree paths below them;
+# everything else (HEAD, index, rebase and merge state, config.worktree...) is the worktree's own.
+_SHARED = ("branches", "common", "hooks", "info", "logs", "lost-found", "objects", "refs", "remotes",
+           "rr-cache", "svn", "config", "packed-refs", "shallow")
+_OWN_BELOW_SHARED = ("info/sparse-checkout", "logs/HEAD", "logs/refs/bisect", "logs/refs/rewritten",
+                     "logs/refs/worktree", "refs/bisect", "refs/rewritten", "refs/worktree")
+# In a worktree's git directory but about the link itself, not part of a repository.
+_LINK_FILES = ("commondir", "gitdir", "locked")
+
+
+def _under(rel: str, tops: Iterable[str]) -> bool:
+    return any(rel == t or rel.startswith(t + "/") for t in tops)
+
+
 @dataclass(frozen=True)
 class LinkedWorktree:
     """A workspace that is a linked worktree (``git worktree add``): its ``.git`` is a file naming
-    ``git_dir`` (the main repository's ``.git/worktrees/NAME``), which keeps this worktree's HEAD
-    and index; everything else (objects, refs, config) is in ``common_dir``."""
+    ``git_dir`` (the main repository's ``.git/worktrees/NAME``), which keeps this worktree's own
+    state; what it shares with the repository (objects, refs, config) is in ``common_dir``.
+    ``written`` is the git directory as the ``.git`` file names it, and ``common_written`` the
+    common directory as ``git_dir/commondir`` names it (either may be relative)."""
 
     git_dir: Path
     common_dir: Path
-
-    # Kept per worktree in git_dir; everything else of a git directory is shared, in common_dir.
-    PER_WORKTREE = ("HEAD", "index", "ORIG_HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "logs/HEAD")
+    written: str = ""
+    common_written: str = ""
 
     def members(self) -> Iterator[tuple[str, Path]]:
         """(path under a stand-alone ``.git``, where it is here) for a git directory that is this
-        worktree's repository on its own: the shared part without the other worktrees, and this
-        worktree's own files. Symlinks are not followed."""
-        own = set(self.PER_WORKTREE)
-        for dirpath, dirnames, filenames in os.walk(self.common_dir):
-            rel_dir = os.path.relpath(dirpath, self.common_dir)
-            rel_dir = "" if rel_dir == "." else rel_dir
-            if not rel_dir:
-                dirnames[:] = [d for d in dirnames if d != "worktrees"]
-            for d in sorted(dirnames):
-                yield (f"{rel_dir}/{d}" if rel_dir else d), Path(dirpath, d)
-            for f in sorted(filenames):
-                rel = f"{rel_dir}/{f}" if rel_dir else f
-                if rel not in own:
-                    yield rel, Path(dirpath, f)
-        for rel in self.PER_WORKTREE:
-            path = self.git_dir / rel
-            if path.is_file() and not path.is_symlink():
-                yield rel, path
+        worktree's repository on its own: the shared part from the common directory, without the
+        other worktrees, and the rest from this worktree's. Symlinks are not followed."""
+        for top, wanted in ((self.common_dir, True), (self.git_dir, False)):
+            for dirpath, dirnames, filenames in os.walk(top):
+                rel_dir = os.path.relpath(dirpath, top)
+                rel_dir = "" if rel_dir == "." else rel_dir
+                for name in sorted(dirnames) + sorted(filenames):
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    shared = _under(rel, _SHARED) and not _under(rel, _OWN_BELOW_SHARED)
+                    if shared if wanted else not shared and rel not in _LINK_FILES:
+                        yield rel, Path(dirpath, name)
+                if wanted:
+                    dirnames[:] = [d for d in dirnames if _under(f"{rel_dir}/{d}" if rel_dir else d, _SHARED)]
+
+    def container_common_dir(self, workspace_path: str) -> str:
+        """Where git in a container whose workspace is at ``workspace_path`` looks for the common
+        directory (the paths resolved as git resolves them, relative ones from there)."""
+        git_dir = os.path.normpath(os.path.join(workspace_path, self.written))
+        return os.path.normpath(os.path.join(git_dir, self.common_written))
 
 
 def linked_worktree(root: Path) -> LinkedWorktree | None:
     """The worktree ``root`` is, when its ``.git`` is a file naming a linked worktree's git
-    directory (else None: a normal repository, or no repository)."""
+    directory that names this worktree back (else None: a normal repository, a submodule, no
+    repository, or a ``.git`` file pointing anywhere else, which is never followed)."""
     dot_git = Path(root) / ".git"
     try:
         if dot_git.is_symlink() or not dot_git.is_file():
@@ -593,18 +611,20 @@ def linked_worktree(root: Path) -> LinkedWorktree | None:
         return None
     if not first.startswith("gitdir:"):
         return None
-    git_dir = Path(first[len("gitdir:"):].strip())
-    if not git_dir.is_absolute():
-        git_dir = Path(root) / git_dir
+    written = first[len("gitdir:"):].strip()
+    git_dir = Path(os.path.realpath(Path(root) / written))
     try:
-        common = (git_dir / "commondir").read_text().strip()
+        common_written = (git_dir / "commondir").read_text().strip()
+        back = (git_dir / "gitdir").read_text().strip()
     except OSError:
         return None  # a submodule's .git file, or a stale worktree
-    common_dir = Path(os.path.realpath(git_dir / common if not Path(common).is_absolute() else common))
-    git_dir = Path(os.path.realpath(git_dir))
-    if not (common_dir / "objects").is_dir() or not (git_dir / "HEAD").is_file():
+    common_dir = Path(os.path.realpath(git_dir / common_written))
+    # Only the layout git itself makes: COMMON/worktrees/NAME, naming this .git file back.
+    if (git_dir.parent.name != "worktrees" or git_dir.parent.parent != common_dir
+            or os.path.realpath(git_dir / back) != os.path.realpath(dot_git)
+            or not (common_dir / "objects").is_dir() or not (git_dir / "HEAD").is_file()):
         return None
-    return LinkedWorktree(git_dir, common_dir)
+    return LinkedWorktree(git_dir, common_dir, written, common_written)
 
 
 def seed_paths(root: Path) -> list[str]:

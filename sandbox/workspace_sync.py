@@ -454,32 +454,66 @@ class WorkspaceSync:
 
     def _seed_git_dir(self, worktree: LinkedWorktree, parent: str, name: str) -> None:
         """A linked worktree's copy gets a ``.git`` directory of its own: the repository's shared
-        part and this worktree's HEAD and index, so git works in the container as it does here."""
+        part and this worktree's own state, so git works in the container as it does here. The
+        archive is streamed (a repository's objects can be large), and no symlink is followed."""
+        import subprocess
         import tarfile
+        import threading
 
-        with tempfile.SpooledTemporaryFile(_SPOOL) as out:
-            with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                top = tarfile.TarInfo(f"{name}/.git")
-                top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-                top.uid, top.gid = self.owner
-                tar.addfile(top)
-                for rel, path in worktree.members():
-                    try:
-                        info = tar.gettarinfo(str(path), f"{name}/.git/{rel}")
-                    except OSError:
-                        continue
-                    info.uid, info.gid, info.uname, info.gname = *self.owner, "", ""
-                    info.mtime = int(info.mtime)
-                    if info.isreg():
+        read_fd, write_fd = os.pipe()
+        failed: list[BaseException] = []
+
+        def member(tar: tarfile.TarFile, rel: str, path: Path) -> None:
+            info = tar.gettarinfo(str(path), f"{name}/.git/{rel}")
+            info.uid, info.gid, info.uname, info.gname = *self.owner, "", ""
+            info.mtime = int(info.mtime)
+            if info.isdir() or info.issym():
+                tar.addfile(info)
+            elif info.type == tarfile.REGTYPE:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as fh:
+                    data = fh.read() if rel == "config" else None
+                    if data is None:
+                        info.size = os.fstat(fh.fileno()).st_size
+                        tar.addfile(info, fh)
+                        return
+                # On its own the copy is a normal repository: a bare main repository's
+                # core.bare and core.worktree (ignored in a linked worktree) must not apply.
+                with tempfile.NamedTemporaryFile() as tmp:
+                    tmp.write(data)
+                    tmp.flush()
+                    for args in (["core.bare", "false"], ["--unset-all", "core.worktree"]):
+                        subprocess.run(["git", "config", "--file", tmp.name, *args], capture_output=True, timeout=30)
+                    data = Path(tmp.name).read_bytes()  # git config replaced the file: read it anew
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+        def produce() -> None:
+            try:
+                with os.fdopen(write_fd, "wb") as out, tarfile.open(fileobj=out, mode="w|",
+                                                                    format=tarfile.GNU_FORMAT) as tar:
+                    top = tarfile.TarInfo(f"{name}/.git")
+                    top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    top.uid, top.gid = self.owner
+                    tar.addfile(top)
+                    for rel, path in worktree.members():
                         try:
-                            with open(path, "rb") as fh:
-                                tar.addfile(info, fh)
+                            member(tar, rel, path)
                         except OSError:
-                            continue
-                    elif info.isdir() or info.issym():
-                        tar.addfile(info)
-            out.seek(0)
-            self.remote.tar_in(parent, out)
+                            continue  # vanished or became a symlink meanwhile: left out
+            except BaseException as exc:  # noqa: BLE001 - reported after the reader is done
+                failed.append(exc)
+
+        writer = threading.Thread(target=produce, name="kimi-code-seed-git", daemon=True)
+        writer.start()
+        with os.fdopen(read_fd, "rb") as stream:
+            try:
+                self.remote.tar_in(parent, stream)
+            finally:
+                stream.close()
+                writer.join(timeout=60)
+        if failed and not isinstance(failed[0], (BrokenPipeError, ValueError)):
+            raise SandboxError(f"could not copy the worktree's git directory in: {failed[0]}")
 
     def _stream_with_tar(self, rels: list[str]) -> None:
         import subprocess

@@ -353,10 +353,37 @@ def test_git_works_in_a_linked_worktree_and_its_repository_stays_read_only(docke
     run("worktree", "add", "-q", "-b", "feature", str(wt))
     (wt / "a.txt").write_text("changed\n")
     sandbox = docker_sandbox_factory(wt)
+    dot_git = (wt / ".git").read_text()
     out = sandbox.exec("git rev-parse --abbrev-ref HEAD; git status --short; "
-                       "printf x > \"$(git rev-parse --git-common-dir)/hooks/post-checkout\"; echo hook=$?").output
+                       "printf x > \"$(git rev-parse --git-common-dir)/hooks/post-checkout\"; echo hook=$?; "
+                       "echo 'gitdir: .evil' > .git; echo redirect=$?").output
     assert out.splitlines()[:2] == ["feature", " M a.txt"], out
     assert "hook=0" not in out and not (main / ".git" / "hooks" / "post-checkout").exists()
+    # The .git file cannot be pointed elsewhere: the host's git would follow it.
+    assert "redirect=0" not in out and (wt / ".git").read_text() == dot_git
+
+
+@pytest.mark.docker
+def test_a_worktree_linked_by_a_relative_path_works_in_the_sandbox(docker_sandbox_factory, tmp_path: Path) -> None:
+    """`git worktree add` with relative paths (git 2.48's worktree.useRelativePaths) names the git
+    directory relative to the worktree: it is mounted where that resolves from /workspace."""
+    import subprocess
+
+    main = tmp_path / "main"
+    main.mkdir()
+    run = lambda *a, cwd=main: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True)  # noqa: E731
+    run("init", "-q")
+    (main / "a.txt").write_text("a\n")
+    run("add", "a.txt")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "one")
+    wt = tmp_path / "wt"
+    run("worktree", "add", "-q", "-b", "feature", str(wt))
+    # What git writes with relative paths (older gits write absolute ones).
+    (wt / ".git").write_text("gitdir: ../main/.git/worktrees/wt\n")
+    (main / ".git" / "worktrees" / "wt" / "gitdir").write_text("../../../../wt/.git\n")
+    assert run("rev-parse", "--abbrev-ref", "HEAD", cwd=wt).stdout.strip() == "feature"
+    out = docker_sandbox_factory(wt).exec("git rev-parse --abbrev-ref HEAD; git log -1 --format=%s").output
+    assert out.splitlines()[:2] == ["feature", "one"], out
 
 
 @pytest.mark.docker

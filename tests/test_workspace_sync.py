@@ -118,6 +118,47 @@ def test_a_linked_worktree_gets_a_git_directory_of_its_own(tmp_path: Path) -> No
     assert git(wt, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
 
 
+def test_a_worktree_of_a_bare_repository_copies_only_its_own_state(tmp_path: Path) -> None:
+    """The usual `clone --bare` + `worktree add` layout: the copy's .git is a normal repository
+    (core.bare off), and state of the main repository's own (a rebase in progress there, its
+    MERGE_MSG) is not this worktree's and stays out."""
+    src = _repo(tmp_path)
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(src), str(bare)], check=True)
+    wt = tmp_path / "wt2"
+    subprocess.run(["git", "-C", str(bare), "worktree", "add", "-q", "-b", "topic", str(wt)], check=True,
+                   capture_output=True)
+    (bare / "rebase-merge").mkdir()
+    (bare / "rebase-merge" / "head-name").write_text("refs/heads/other\n")
+    (bare / "MERGE_MSG").write_text("not this worktree's\n")
+    sync, ws = _sync(tmp_path, wt, watch=False)
+    sync.seed()
+    assert git(ws, "rev-parse", "--abbrev-ref", "HEAD").strip() == "topic"
+    assert git(ws, "status", "--porcelain").strip() == ""
+    assert not (ws / ".git" / "rebase-merge").exists() and not (ws / ".git" / "MERGE_MSG").exists()
+    assert git(bare, "config", "core.bare").strip() == "true"  # the host's repository is untouched
+
+
+def test_a_git_file_naming_another_repository_is_not_followed(tmp_path: Path) -> None:
+    """A cloned repository whose .git file names some other repository on this machine (its
+    private objects and config) is not a linked worktree: nothing of that repository goes in."""
+    private = make_repo(tmp_path / "private", {"secret.txt": "s\n"})
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "x").mkdir()
+    (evil / "x" / "commondir").write_text(str(private / ".git") + "\n")
+    (evil / "x" / "gitdir").write_text(str(evil / ".git") + "\n")
+    (evil / "x" / "HEAD").write_text("ref: refs/heads/main\n")
+    (evil / ".git").write_text("gitdir: x\n")
+    (evil / "f.txt").write_text("f\n")
+    from kimi_code.sandbox.host_tree import linked_worktree
+
+    assert linked_worktree(evil) is None
+    sync, ws = _sync(tmp_path, evil, watch=False)
+    sync.seed()
+    assert not (ws / ".git").is_dir() and not list(ws.rglob("objects"))
+
+
 def test_pull_brings_changes_deletions_renames_and_symlinks_but_keeps_ignored_host_files(tmp_path: Path, watch: bool) -> None:
     repo = _repo(tmp_path)
     sync, ws = _sync(tmp_path, repo, watch)

@@ -36,7 +36,7 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "7"
+BUILD_SCRIPT_VERSION = "8"
 _locks: dict[str, threading.Lock] = {}
 # Builds that failed in this process: the other tasks of the environment fail at once with the same
 # error instead of repeating a build that takes minutes and fails the same way.
@@ -101,8 +101,9 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         "python --version",
         # A distribution's python3-venv seeds the pip of its day (Debian 11: pip 20.3), whose
         # editable installs of pyproject projects run `setup.py develop` and fail with today's
-        # setuptools: the newest pip this Python can run, as SWE-bench's environments have.
-        "python -m pip install -q --upgrade pip",
+        # setuptools: a newer pip, as SWE-bench's environments have; before 25.3, which dropped
+        # --no-use-pep517 and legacy editable installs that recipes (scikit-learn's) use.
+        'python -m pip install -q --upgrade "pip<25.3"',
     ]
     reinstall = recipe.checkout_install is not None and not recipe.task_install
     if reinstall:
@@ -163,12 +164,13 @@ def ensure_env_image(engine: containers.Engine, spec: EnvSpec, *, mirror: Path, 
         except ImageNotFound:
             pass
         if tag in _failed:
-            raise _failed[tag]
+            raise EnvBuildError(str(_failed[tag])) from None
         try:
             return tag, _build(engine, spec, tag, mirror=mirror, work_dir=work_dir, ca_bundle=ca_bundle,
                                network=network, timeout=timeout, echo=echo, notice=notice)
         except EnvBuildError as exc:
-            _failed[tag] = exc
+            if "(timed out)" not in str(exc):  # a busy machine may do it in time for the next task
+                _failed[tag] = exc
             raise
 
 
