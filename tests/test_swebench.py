@@ -552,6 +552,10 @@ def test_recipe_env_applies_during_the_build_and_checkouts_are_reinstalled() -> 
     assert "build-system" in script and script.index("pip install pytest") < script.index("/tmp/build-requires.txt")
     assert "-c /tmp/kimi-bench-constraints.txt" in script  # held to the recipe's pins
     assert "build-requires" not in build_script(Recipe(task_install="make gen"), ca=False)
+    # Both build without isolation: a setuptools with PEP 660 editable installs, whatever the venv had.
+    for r in (recipe, Recipe(task_install="make gen")):
+        assert '--upgrade "setuptools<70"' in build_script(r, ca=False)
+    assert "setuptools<70" not in build_script(Recipe(install="python -m pip install ."), ca=False)
     assert Recipe(task_install="make gen").checkout_install == ("make gen", True)
     assert Recipe(install="python -m pip install .").checkout_install is None
     task = Task("i", "a/b", "0", "", "", "diff --git a/tests/t.py b/tests/t.py\n--- a/tests/t.py\n+++ b/tests/t.py\n"

@@ -36,7 +36,7 @@ PYTHON_FETCH_FAILED = "KIMI-BENCH-PYTHON-FETCH-FAILED"
 MIRROR_ENV = ("UV_PYTHON_INSTALL_MIRROR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
               "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 # Part of every image's tag: a change to build_script that changes what an image holds bumps it.
-BUILD_SCRIPT_VERSION = "8"
+BUILD_SCRIPT_VERSION = "9"
 _locks: dict[str, threading.Lock] = {}
 # Builds that failed in this process: the other tasks of the environment fail at once with the same
 # error instead of repeating a build that takes minutes and fails the same way.
@@ -106,10 +106,10 @@ def build_script(recipe: Recipe, ca: bool) -> str:
         'python -m pip install -q --upgrade "pip<25.3"',
     ]
     reinstall = recipe.checkout_install is not None and not recipe.task_install
-    if reinstall:
-        # The re-install in each checkout builds without isolation, with the env's setuptools: an
+    if recipe.checkout_install is not None:
+        # The install in each checkout builds without isolation, with the env's setuptools: an
         # editable install of a pyproject project needs one with PEP 660 (64+), which a venv seeded
-        # by an older distribution lacks; the recipe's own pins come after and win.
+        # by an older distribution lacks (Debian 11's: 44); the recipe's own pins come after and win.
         lines.append('python -m pip install -q --upgrade "setuptools<70" wheel')
     if recipe.packages:
         lines.append("python -m pip install " + " ".join(q(p) for p in recipe.packages))

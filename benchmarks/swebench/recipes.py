@@ -312,8 +312,11 @@ def _table() -> dict[str, dict[str, Recipe]]:
             pre = old_pins + html_pins[kind]
         if version in ("7.2", "7.3", "7.4", "8.0", "8.1"):
             pre += ("apt-get update && apt-get install -y graphviz",)
+        # Before 4.0 sphinx takes any docutils; 0.22 dropped docutils.utils.roman, which the LaTeX
+        # writer imports (every test app loads it): the last docutils before that, as in 2024.
+        docutils = ("docutils<0.21",) if version.split(".")[0] in ("1", "2", "3") else ()
         add("sphinx-doc/sphinx", [version],
-            Recipe(python="3.10" if version in ("8.0", "8.1") else "3.9", packages=("Jinja2==3.0.3",),
+            Recipe(python="3.10" if version in ("8.0", "8.1") else "3.9", packages=("Jinja2==3.0.3",) + docutils,
                    pre_install=pre, install="python -m pip install -e '.[test]'", test_cmd=sphinx_cmd, env=sphinx_env))
     return t
 
