@@ -571,9 +571,11 @@ def test_recipes_for_conda_and_tox_repositories_are_pip_only() -> None:
     mpl = recipe_for("matplotlib/matplotlib", "3.5")
     assert dict(mpl.env)["MPLSETUPCFG"].startswith("/etc/")  # outside the checkout: each re-install uses it
     assert any("libfreetype6-dev" in c and "libqhull-dev" in c for c in mpl.pre_install)
-    assert any(dict(mpl.env)["MPLSETUPCFG"] in c and "system_freetype = True" in c for c in mpl.pre_install)
     assert mpl.checkout_install is not None  # editable: each checkout rebuilds its extensions
-    assert recipe_for("matplotlib/matplotlib", "3.8").install == 'python -m pip install --no-build-isolation -e ".[dev]"'
+    assert 'python -m pip install --no-build-isolation -e ".[dev]"' in recipe_for("matplotlib/matplotlib", "3.8").install
+    assert dict(mpl.env)["XDG_CACHE_HOME"].startswith("/opt/kimi-bench/")  # the download cache, for every re-install
+
+
     xarray = recipe_for("pydata/xarray", "0.12")
     assert xarray.python == "3.10" and "numpy==1.23.0" in xarray.packages and "conda" not in xarray.to_json()
     sphinx = recipe_for("sphinx-doc/sphinx", "3.5")
@@ -585,6 +587,28 @@ def test_recipes_for_conda_and_tox_repositories_are_pip_only() -> None:
     assert logparse.parser_for("sphinx-doc/sphinx") is logparse.pytest_v2
     old = recipe_for("scikit-learn/scikit-learn", "0.20")
     assert old.python == "3.6" and "cython<3" in old.packages and "--no-build-isolation" in (old.install or "")
+
+
+@pytest.mark.parametrize("download_works", [True, False])
+def test_matplotlib_builds_with_its_own_freetype_when_it_can_download_it(tmp_path: Path, download_works: bool) -> None:
+    """The build tries matplotlib's own FreeType download first (what its image tests are drawn
+    with, as in SWE-bench); when that fails it builds against Debian's and says so."""
+    mpl = recipe_for("matplotlib/matplotlib", "3.6")
+    cfg = dict(mpl.env)["MPLSETUPCFG"]
+    fake_pip = tmp_path / "pip-install"
+    # Stands in for the editable install: without network, only a system-FreeType build succeeds.
+    fake_pip.write_text(f"#!/bin/sh\necho built >> {tmp_path}/builds\n"
+                        + ("exit 0\n" if download_works else f"grep -q 'system_freetype = True' {tmp_path}/cfg\n"))
+    fake_pip.chmod(0o755)
+    script = "set -euo pipefail\n" + mpl.install.replace(cfg, str(tmp_path / "cfg")).replace(
+        "python -m pip install -e .", str(fake_pip))
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "cfg").read_text()
+    assert "system_qhull = True" in text
+    assert ("system_freetype" in text) is not download_works
+    assert (tmp_path / "builds").read_text().count("built") == (1 if download_works else 2)
+    assert ("could not be downloaded" in proc.stdout) is not download_works
 
 
 def test_django_and_sympy_run_their_own_runners() -> None:

@@ -242,19 +242,27 @@ def _table() -> dict[str, dict[str, Recipe]]:
                                        "matplotlib", "joblib", "threadpoolctl"),
                install="python -m pip install -v --no-use-pep517 --no-build-isolation -e ."))
     # matplotlib: SWE-bench installs conda's environment.yml (or requirements.txt) and downloads
-    # qhull from qhull.org, and matplotlib's build downloads freetype. Pip-only and without those
-    # downloads: Debian's freetype and qhull, named by a build config outside the checkout
-    # (MPLSETUPCFG, so each task's offline re-install, which rebuilds the extensions in its
-    # checkout, uses them too), a compiler, SWE-bench's pip pins and the repository's test
-    # requirements; from 3.1 on, TeX as SWE-bench installs it (without it the tests that need it
-    # skip, and a skipped test is missing from the summary: a PASS_TO_PASS failure).
+    # qhull, and matplotlib's build downloads the FreeType its image tests are drawn with. Here:
+    # pip, Debian's qhull, and the build's own FreeType download when it succeeds (into a cache
+    # every task's offline re-install finds, XDG_CACHE_HOME), else Debian's FreeType, said in the
+    # build log (image comparison tests then differ); the build config is outside the checkout
+    # (MPLSETUPCFG) so each task's re-install, which rebuilds the extensions, uses it too; a
+    # compiler, SWE-bench's pip pins and the repository's test requirements; from 3.1 on, TeX as
+    # SWE-bench installs it (without it the tests that need it skip, and a skipped test is missing
+    # from the summary: a PASS_TO_PASS failure).
     mpl_apt = ("apt-get -y update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
                "build-essential pkg-config libfreetype6-dev libqhull-dev ghostscript imagemagick ffmpeg",)
     mpl_tex = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends texlive texlive-latex-extra "
                "texlive-fonts-recommended texlive-xetex texlive-luatex cm-super dvipng",)
     mpl_cfg = "/etc/kimi-bench-mplsetup.cfg"
     mpl_libs = (f"printf '[libs]\\nsystem_freetype = True\\nsystem_qhull = True\\n' > {mpl_cfg}",)
-    mpl_env = (("MPLSETUPCFG", mpl_cfg),)
+    mpl_env = (("MPLSETUPCFG", mpl_cfg), ("XDG_CACHE_HOME", "/opt/kimi-bench/cache"))
+
+    def mpl_install(cmd: str) -> str:
+        return (f"printf '[libs]\\nsystem_qhull = True\\n' > {mpl_cfg}; {cmd} || {{ echo '+ the pinned FreeType "
+                f"could not be downloaded: built against the system FreeType (image comparison tests will differ)'; "
+                f"{mpl_libs[0]}; {cmd}; }}")
+
     mpl_pins = ("contourpy==1.1.0", "cycler==0.11.0", "fonttools==4.42.1", "kiwisolver==1.4.5", "numpy==1.25.2",
                 "packaging==23.1", "pillow==10.0.0", "pyparsing==3.0.9", "python-dateutil==2.8.2", "six==1.16.0",
                 "setuptools==68.1.2", "setuptools-scm==7.1.0", "typing-extensions==4.7.1", "pytest", "certifi",
@@ -263,16 +271,17 @@ def _table() -> dict[str, dict[str, Recipe]]:
                               (["3.8", "3.9"], 'python -m pip install --no-build-isolation -e ".[dev]"')):
         add("matplotlib/matplotlib", versions,
             Recipe(python="3.11", packages=mpl_pins, requirements=("requirements/testing/all.txt",),
-                   pre_install=mpl_apt + mpl_tex + mpl_libs, install=install, env=mpl_env))
+                   pre_install=mpl_apt + mpl_tex, install=mpl_install(install), env=mpl_env))
     add("matplotlib/matplotlib", ["3.1", "3.2", "3.3", "3.4"],
         Recipe(python="3.8", packages=("pytest", "ipython", "certifi"), requirements=("requirements/testing/travis_all.txt",
                                                                                        "requirements/testing/all.txt"),
-               pre_install=mpl_apt + mpl_tex + mpl_libs, env=mpl_env))
+               pre_install=mpl_apt + mpl_tex, install=mpl_install(EDITABLE), env=mpl_env))
     # Before 3.0: Python 3.5, built against Debian's freetype (SWE-bench: setup.py build and install).
     add("matplotlib/matplotlib", ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "2.0", "2.1", "2.2"],
         Recipe(python="3.5", packages=("pytest",), pre_install=mpl_apt, test_cmd="pytest -rA"))
     add("matplotlib/matplotlib", ["3.0"],
-        Recipe(python="3.7", packages=("pytest", "numpy<1.22", "certifi"), pre_install=mpl_apt + mpl_libs, env=mpl_env))
+        Recipe(python="3.7", packages=("pytest", "numpy<1.22", "certifi"), pre_install=mpl_apt,
+               install=mpl_install(EDITABLE), env=mpl_env))
     # xarray: SWE-bench's pip pins (its environment.yml is conda's; these are what the tests need).
     add("pydata/xarray", ["0.12", "0.18", "0.19", "0.20", "2022.03", "2022.06", "2022.09", "2023.07", "2024.05"],
         Recipe(python="3.10", packages=("numpy==1.23.0", "packaging==23.1", "pandas==1.5.3", "pytest==7.4.0",
