@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from . import config as config_mod
@@ -548,7 +548,8 @@ def sessions_list(ctx: typer.Context, state_dir: Optional[Path] = StateDirOpt,
     if not metas:
         typer.echo("no sessions")
         return
-    table = Table("id", "repository", "task", "status", "steps", "cost", "updated")
+    # The id whole, whatever the width: it is what `show`, `resume` and `diff` take.
+    table = Table(Column("id", no_wrap=True), "repository", "task", "status", "steps", "cost", "updated")
     from .swarm import session_tree  # sub-agents under their parents
 
     for m, depth in session_tree(metas):

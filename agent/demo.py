@@ -95,7 +95,8 @@ def plan(flags: dict[str, Any], directory: Path | None, notice: Callable[[str], 
     if settings.sandbox == "docker":
         problem = docker_problem(settings.image, notice)
         if problem is not None:
-            why = (f"Docker is not available ({problem}). The demo runs with --sandbox none instead: its commands "
+            what = "The Docker sandbox cannot be used" if problem.startswith("the sandbox image") else "Docker is not available"
+            why = (f"{what} ({problem}). The demo runs with --sandbox none instead: its commands "
                    "(python3 running the sample's tests) run directly on this machine.")
             settings = settings.model_copy(update={"sandbox": "none"})
     base = directory or Path(tempfile.mkdtemp(prefix="kimi-code-demo-")) / "tally"

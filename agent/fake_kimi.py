@@ -964,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     fake = FakeKimi(script, api_key=args.api_key, strict=not args.lenient, port=args.port,
                     chunk_delay=args.chunk_delay).start()
     print(fake.base_url, flush=True)
+    print(f"fake_kimi: clients must send the API key {args.api_key} (e.g. MOONSHOT_API_KEY={args.api_key})",
+          file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -9,7 +9,7 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .base import BASE_IMAGE, BUILD_TAG
 
@@ -51,8 +51,8 @@ def ls(
     if not rows:
         typer.echo("no kimi-code containers")
         return
-    table = Table("container", "session", "status", "image", "created", "workspace", "mode",
-                  *(["owner"] if all_owners else []))
+    table = Table(Column("container", no_wrap=True), Column("session", no_wrap=True), "status", "image", "created",
+                  "workspace", "mode", *(["owner"] if all_owners else []))
     for r in rows:
         table.add_row(r.name, r.session_id, r.status, r.image, r.created, r.workspace, r.workspace_mode,
                       *([r.owner or "?"] if all_owners else []))

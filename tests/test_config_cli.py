@@ -174,3 +174,18 @@ def test_output_reserve_is_the_loops_max_output(values: dict) -> None:
     s = Settings(**values)
     assert s.output_reserve == AgentLoop.max_output(SimpleNamespace(settings=s))
     assert s.input_budget == s.model_info.context_window - s.output_reserve
+
+
+def test_the_readme_settings_table_names_every_setting() -> None:
+    """Every setting a user can put in the file is in the README's table (the one place a user
+    looks), and the table names no setting that does not exist."""
+    import re
+
+    from kimi_code.agent.config import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("| setting | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    named = {n for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for n in re.findall(r"`\[?(\w+)", cell)}
+    fields = set(Settings.model_fields) - {"api_key"}  # the key is read from the environment only
+    assert fields - named == set(), "settings missing from the README table"
+    assert named - fields == set(), "table rows that are not settings"

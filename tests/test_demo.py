@@ -104,3 +104,14 @@ def test_demo_ignores_the_users_commit_signing_and_hooks(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["status"] == "success"
     assert git(tmp_path / "tally", "branch", "--show-current") == "main\n"
+
+
+@pytest.mark.docker
+def test_demo_with_docker_but_no_image_says_the_image_is_missing(tmp_path: Path) -> None:
+    """Docker works; only the image cannot be had: the notice says that, not that Docker is missing."""
+    repo = tmp_path / "tally"
+    proc = run_cli(["demo", "--dir", str(repo), "--image", "kimi-code-test.invalid/none:latest", "--output", "json"],
+                   _env(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "notice: The Docker sandbox cannot be used (the sandbox image kimi-code-test.invalid/none:latest" in proc.stderr
+    assert "Docker is not available" not in proc.stderr and "runs with --sandbox none" in proc.stderr
