@@ -137,7 +137,10 @@ def _table() -> dict[str, dict[str, Recipe]]:
                 "pluggy==0.13.1", "py==1.11.0", "wcwidth==0.2.6"),
         "5.3": ("attrs==23.1.0", "more-itertools==10.1.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0",
                 "wcwidth==0.2.6"),
-        "5.4": ("py==1.11.0", "packaging==23.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.13.1"),
+        # SWE-bench's pins, and wcwidth: its tasks' commits need it while the setup commit's
+        # setup.py does not list it (SWE-bench's online re-install fetches it; ours is offline).
+        "5.4": ("py==1.11.0", "packaging==23.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.13.1",
+                "wcwidth==0.2.6"),
         "6.0": ("attrs==23.1.0", "iniconfig==2.0.0", "more-itertools==10.1.0", "packaging==23.1", "pluggy==0.13.1",
                 "py==1.11.0", "toml==0.10.2"),
         "6.2": ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0",
