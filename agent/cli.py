@@ -558,7 +558,9 @@ def sessions_list(ctx: typer.Context, state_dir: Optional[Path] = StateDirOpt,
         table.add_row(("  " * depth + "└ " if depth else "") + m.id, Text(m.repo),
                       Text(m.task.splitlines()[0][:50] if m.task else ""), m.status,
                       str(m.steps), f"${m.cost:.4f}", updated)
-    Console().print(table)
+    from kimi_code.sandbox.commands import table_console
+
+    table_console().print(table)
 
 
 @sessions_app.command("prune")

@@ -6,12 +6,22 @@ Errors are raised as SandboxError; the CLI's entry point prints them as one line
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
 from .base import BASE_IMAGE, BUILD_TAG
+
+def table_console() -> Console:
+    """A console for a table: a terminal's own width; piped (no terminal, no COLUMNS), a wide one,
+    so ids and tasks come out whole instead of cut to 80 columns."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)
+    return console
+
 
 sandbox_app = typer.Typer(help="Manage kimi-code's Docker sandboxes.", no_args_is_help=True)
 
@@ -56,7 +66,7 @@ def ls(
     for r in rows:
         table.add_row(r.name, r.session_id, r.status, r.image, r.created, r.workspace, r.workspace_mode,
                       *([r.owner or "?"] if all_owners else []))
-    Console().print(table)
+    table_console().print(table)
 
 
 @sandbox_app.command("prune")

@@ -265,8 +265,12 @@ def test_brackets_in_a_task_are_text_not_markup(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"a": "b\n"})
     env = cli_env(tmp_path)
     with FakeKimi([Turn(reasoning="f", tool_calls=[ToolCallSpec("finish", {"summary": "ok"})])], api_key=KEY) as fake:
-        assert run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none", "--output",
-                        "json", "fix [/tmp/x] and [bold]"], env).returncode == 0
+        ran = run_cli(["run", "--repo", str(repo), "--base-url", fake.base_url, "--sandbox", "none", "--output",
+                       "json", "fix [/tmp/x] and [bold]"], env)
+        assert ran.returncode == 0, ran.stderr
     proc = run_cli(["sessions"], env)
     assert proc.returncode == 0, proc.stderr
     assert "[/tmp/x]" in proc.stdout and "[bold]" in proc.stdout
+    # In an 80-column terminal the id, which show/resume/diff take, still comes out whole.
+    narrow = run_cli(["sessions"], {**env, "COLUMNS": "80"})
+    assert json.loads(ran.stdout)["session_id"] in narrow.stdout
