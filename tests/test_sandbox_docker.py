@@ -335,22 +335,22 @@ def test_git_dir_is_read_only_inside_so_host_git_cannot_be_subverted(docker_sand
     assert (sandbox.exec("echo ok > b.txt && cat b.txt").output.strip() == "ok")  # the worktree stays writable
 
 
+def _repo_and_worktree(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository with one commit ("initial") and a linked worktree of it on branch "feature"."""
+    from helpers import git, make_repo
+
+    main = make_repo(tmp_path / "main", {"a.txt": "a\n"})
+    wt = tmp_path / "wt"
+    git(main, "worktree", "add", "-q", "-b", "feature", str(wt))
+    return main, wt
+
+
 @pytest.mark.docker
 def test_git_works_in_a_linked_worktree_and_its_repository_stays_read_only(docker_sandbox_factory, tmp_path: Path) -> None:
     """A workspace made by `git worktree add` names the main repository's .git by its host path:
     that directory is there in the sandbox, read-only, so git sees the worktree's branch and
     changes and still cannot plant anything the host's git would run."""
-    import subprocess
-
-    main = tmp_path / "main"
-    main.mkdir()
-    run = lambda *a, cwd=main: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True)  # noqa: E731
-    run("init", "-q")
-    (main / "a.txt").write_text("a\n")
-    run("add", "a.txt")
-    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "one")
-    wt = tmp_path / "wt"
-    run("worktree", "add", "-q", "-b", "feature", str(wt))
+    main, wt = _repo_and_worktree(tmp_path)
     (wt / "a.txt").write_text("changed\n")
     sandbox = docker_sandbox_factory(wt)
     dot_git = (wt / ".git").read_text()
@@ -367,23 +367,14 @@ def test_git_works_in_a_linked_worktree_and_its_repository_stays_read_only(docke
 def test_a_worktree_linked_by_a_relative_path_works_in_the_sandbox(docker_sandbox_factory, tmp_path: Path) -> None:
     """`git worktree add` with relative paths (git 2.48's worktree.useRelativePaths) names the git
     directory relative to the worktree: it is mounted where that resolves from /workspace."""
-    import subprocess
-
-    main = tmp_path / "main"
-    main.mkdir()
-    run = lambda *a, cwd=main: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True)  # noqa: E731
-    run("init", "-q")
-    (main / "a.txt").write_text("a\n")
-    run("add", "a.txt")
-    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "one")
-    wt = tmp_path / "wt"
-    run("worktree", "add", "-q", "-b", "feature", str(wt))
+    main, wt = _repo_and_worktree(tmp_path)
     # What git writes with relative paths (older gits write absolute ones).
     (wt / ".git").write_text("gitdir: ../main/.git/worktrees/wt\n")
     (main / ".git" / "worktrees" / "wt" / "gitdir").write_text("../../../../wt/.git\n")
-    assert run("rev-parse", "--abbrev-ref", "HEAD", cwd=wt).stdout.strip() == "feature"
+    assert subprocess.run(["git", "-C", str(wt), "rev-parse", "--abbrev-ref", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip() == "feature"
     out = docker_sandbox_factory(wt).exec("git rev-parse --abbrev-ref HEAD; git log -1 --format=%s").output
-    assert out.splitlines()[:2] == ["feature", "one"], out
+    assert out.splitlines()[:2] == ["feature", "initial"], out
 
 
 @pytest.mark.docker
